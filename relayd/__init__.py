@@ -1,0 +1,1 @@
+"""relayd: a self-hosted webhook relay (edge daemon)."""

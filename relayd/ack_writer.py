@@ -1,0 +1,96 @@
+"""The ack writer: one task that applies hub acks to the database in batches.
+
+Connections put `AckRecord`s into a bounded channel (`sink`); the writer takes all that
+is queued (up to `MAX_BATCH`), applies them in one transaction, logs each outcome once and
+tells the dispatcher, which frees the in-flight slots. If the database refuses the write,
+the batch is retried (nothing is acked in memory before it is on disk); meanwhile the
+channel fills and the hub is slowed down by backpressure rather than losing acks.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+
+import trio
+
+from relayd.store import AckOutcome, AckRecord, Store
+
+__all__ = ["AckWriter"]
+
+log = logging.getLogger(__name__)
+
+# Acks waiting to be written; when full, the connection's receiver waits.
+ACK_BUFFER = 1024
+# Most acks applied in one transaction.
+MAX_BATCH = 512
+# Pause before retrying a batch the database refused.
+RETRY_SECONDS = 1.0
+
+
+class AckWriter:
+    """Batches acks into transactions; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        on_applied: Callable[[Sequence[AckOutcome]], None],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._on_applied = on_applied
+        self._clock = clock
+        self.sink, self._receive = trio.open_memory_channel[AckRecord](ACK_BUFFER)
+        self.batches = 0
+        self.applied = 0
+
+    def close(self) -> None:
+        """No more acks will come; `run` returns once the queued ones are written."""
+        self.sink.close()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        async with self._receive:
+            async for first in self._receive:
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                outcomes = await self._apply(batch)
+                self.batches += 1
+                self.applied += len(batch)
+                for outcome in outcomes:
+                    _log_outcome(outcome)
+                self._on_applied(outcomes)
+
+    async def _apply(self, batch: list[AckRecord]) -> list[AckOutcome]:
+        while True:
+            try:
+                return await self._store.apply_acks(batch, self._clock())
+            except sqlite3.Error as exc:
+                log.error("writing %d acks failed, retrying in %.0fs: %s: %s", len(batch),
+                          RETRY_SECONDS, type(exc).__name__, exc)
+                await trio.sleep(RETRY_SECONDS)
+
+
+def _log_outcome(outcome: AckOutcome) -> None:
+    wid, ep = outcome.webhook_id, outcome.endpoint_id
+    match outcome.outcome:
+        case "delivered":
+            log.info("webhook delivered webhook_id=%s endpoint=%s", wid, ep)
+        case "failed":
+            log.warning("webhook failed permanently webhook_id=%s endpoint=%s error=%r",
+                        wid, ep, outcome.detail)
+        case "dead_letter":
+            log.warning("webhook dead-lettered after a failure past the maximum age "
+                        "webhook_id=%s endpoint=%s error=%r", wid, ep, outcome.detail)
+        case "retry":
+            log.info("webhook delivery failed, will retry webhook_id=%s endpoint=%s in=%.1fs "
+                     "error=%r", wid, ep, outcome.next_attempt_at - time.time(), outcome.detail)
+        case _:
+            log.info("ack ignored webhook_id=%.64r reason=%s", wid, outcome.detail)

@@ -1,0 +1,84 @@
+"""``relayctl status``: show what relayd is doing, for a person (or ``--json``).
+
+Finds the daemon through ``--admin URL`` (default ``http://127.0.0.1:8081``) or through
+``--config PATH`` (the daemon's own config; its ``[admin] listen``). Exits 0 when the
+daemon answered, 1 when it is unreachable or answered an error, 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import httpx
+
+from relayd.config import ConfigError, load_config
+
+__all__ = ["main"]
+
+DEFAULT_ADMIN = "http://127.0.0.1:8081"
+TIMEOUT_SECONDS = 5.0
+
+
+def _admin_url(args: argparse.Namespace) -> str:
+    if args.admin:
+        return args.admin.rstrip("/")
+    if args.config:
+        listen = load_config(args.config, load_secret=False).admin.listen
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen.host, listen.host)
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{listen.port}"
+    return DEFAULT_ADMIN
+
+
+def _human(doc: dict[str, Any]) -> str:
+    queue = doc["queue"]
+    lines = []
+    if doc["connected"]:
+        lines.append(f"hub:         connected ({doc['hub_id']} from {doc['peer']})")
+        lines.append(f"since:       {doc['connected_since']}")
+        lines.append(f"last seen:   {doc['last_seen_at']}")
+    else:
+        lines.append("hub:         disconnected")
+    age = queue["oldest_pending_age_seconds"]
+    lines.append(f"pending:     {queue['pending']}"
+                 + (f" (oldest {age:.0f}s)" if age is not None else ""))
+    lines.append(f"in flight:   {queue['in_flight']}")
+    lines.append(f"delivered:   {queue['delivered']}")
+    lines.append(f"failed:      {queue['failed']}")
+    lines.append(f"dead letter: {queue['dead_letter']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="relayctl", description="control a running relayd")
+    parser.add_argument("command", choices=["status"])
+    parser.add_argument("--config", help="relayd.toml of the daemon (to find its admin address)")
+    parser.add_argument("--admin", help=f"admin base URL (default {DEFAULT_ADMIN})")
+    parser.add_argument("--json", action="store_true", help="print the raw status JSON")
+    args = parser.parse_args(argv)
+    try:
+        base = _admin_url(args)
+    except ConfigError as exc:
+        print(f"relayctl: configuration error: {exc}", file=sys.stderr)
+        return 2
+    url = f"{base}/api/status"
+    try:
+        response = httpx.get(url, timeout=TIMEOUT_SECONDS)
+        response.raise_for_status()
+        doc = response.json()
+    except httpx.HTTPStatusError as exc:
+        print(f"relayctl: relayd at {base} answered {exc.response.status_code}", file=sys.stderr)
+        return 1
+    except (httpx.HTTPError, json.JSONDecodeError) as exc:
+        print(f"relayctl: relayd is not reachable at {base} ({type(exc).__name__}: {exc})",
+              file=sys.stderr)
+        return 1
+    print(json.dumps(doc, indent=2) if args.json else _human(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

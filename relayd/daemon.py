@@ -1,0 +1,174 @@
+"""The relayd daemon: one root nursery holding every long-running component.
+
+Start order (each one ready before the next): store, ack writer, ingest batcher,
+dispatcher, gRPC server, admin listener, ingress listener; then READY=1 to systemd.
+`request_shutdown` begins a graceful stop: the ingress stops taking requests and
+finishes the ones it has, queued webhooks are committed, the dispatcher stops sending,
+in-flight acks get ``shutdown_grace`` seconds to land, then the hub connection is
+closed, the remaining acks are written and everything else is cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import trio
+
+from relayd import systemd
+from relayd.ack_writer import AckWriter
+from relayd.admin import AdminApp
+from relayd.auth import Authenticator
+from relayd.config import Config, ListenAddress
+from relayd.dispatcher import Dispatcher
+from relayd.grpc_server import GrpcServer
+from relayd.handler import RelayStreamHandler
+from relayd.http import serve_http
+from relayd.ingest import IngestBatcher
+from relayd.ingress import IngressApp
+from relayd.manager import ConnectionManager
+from relayd.store import RetryPolicy, Store
+
+__all__ = ["Addresses", "Relayd"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """Where the daemon actually listens (ports resolved when configured as 0)."""
+
+    grpc: ListenAddress
+    ingress: ListenAddress
+    admin: ListenAddress
+
+
+class Relayd:
+    """The edge daemon. ``await nursery.start(relayd.run)`` returns its `Addresses`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.manager = ConnectionManager()
+        self.store: Store | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.ack_writer: AckWriter | None = None
+        self.addresses: Addresses | None = None
+        self._shutdown = trio.Event()
+        self._ingress_stop = trio.Event()
+
+    def request_shutdown(self) -> None:
+        """Begin the graceful stop; `run` returns when it is done."""
+        self._shutdown.set()
+
+    @property
+    def shutdown_requested(self) -> bool:
+        return self._shutdown.is_set()
+
+    async def run(self, *, task_status: trio.TaskStatus[Addresses] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        cfg = self.config
+        relay = cfg.relay
+        store = self.store = await Store.open(
+            cfg.store.path, RetryPolicy(relay.retry_initial, relay.retry_max, relay.max_age)
+        )
+        try:
+            await self._warn_orphans(store)
+            async with trio.open_nursery() as root:
+                dispatcher = self.dispatcher = Dispatcher(
+                    store, self.manager, cfg.endpoints, window=relay.window,
+                    poll_interval=relay.poll_interval,
+                )
+                ack_writer = self.ack_writer = AckWriter(store, dispatcher.acks_applied)
+                batcher = IngestBatcher(store, on_stored=dispatcher.wake)
+                handler = RelayStreamHandler(
+                    authenticator=Authenticator(cfg.hub.id, cfg.hub.secret, relay.auth_window),
+                    manager=self.manager, ack_sink=ack_writer.sink, relay=relay,
+                    endpoint_ids=[ep.id for ep in cfg.endpoints],
+                )
+                grpc = GrpcServer(relay.grpc_listen, handler)
+
+                ack_done = await _start_tracked(root, ack_writer.run)
+                batcher_done = await _start_tracked(root, batcher.run)
+                dispatch_scope = trio.CancelScope()
+                await root.start(_run_in_scope, dispatch_scope, dispatcher.run)
+                grpc_address = await root.start(grpc.run)
+                admin_address = await root.start(self._serve_admin)
+                ingress_done = trio.Event()
+                ingress_address = await root.start(self._serve_ingress, batcher, ingress_done)
+                self.addresses = Addresses(grpc_address, ingress_address, admin_address)
+                log.info("relayd ready grpc=%s ingress=%s admin=%s store=%s endpoints=%d",
+                         grpc_address, ingress_address, admin_address, cfg.store.path,
+                         len(cfg.endpoints))
+                systemd.notify("READY=1")
+                interval = systemd.watchdog_interval()
+                if interval is not None:
+                    root.start_soon(systemd.watchdog_pings, interval)
+                task_status.started(self.addresses)
+
+                await self._shutdown.wait()
+                started = time.monotonic()
+                log.info("relayd shutting down")
+                systemd.notify("STOPPING=1")
+                self._ingress_stop.set()
+                await ingress_done.wait()
+                batcher.close()
+                await batcher_done.wait()
+                dispatch_scope.cancel()
+                with trio.move_on_after(relay.shutdown_grace) as grace:
+                    await dispatcher.wait_drained()
+                if grace.cancelled_caught:
+                    log.warning("shutdown grace over with %d webhooks in flight; they stay "
+                                "pending", self.manager.statistics().in_flight)
+                self.manager.close_current("relayd shutting down")
+                grpc.abort_all()
+                ack_writer.close()
+                await ack_done.wait()
+                root.cancel_scope.cancel()
+            log.info("relayd stopped after %.2fs of shutdown", time.monotonic() - started)
+        finally:
+            with trio.CancelScope(shield=True):
+                await store.aclose()
+
+    async def _serve_admin(self, *, task_status: trio.TaskStatus[ListenAddress]) -> None:
+        assert self.store is not None
+        await serve_http(AdminApp(self.store, self.manager), self.config.admin.listen,
+                         name="admin", shutdown_trigger=trio.sleep_forever,
+                         graceful_seconds=0.5, task_status=task_status)
+
+    async def _serve_ingress(self, batcher: IngestBatcher, done: trio.Event, *,
+                             task_status: trio.TaskStatus[ListenAddress]) -> None:
+        cfg = self.config
+        app = IngressApp(cfg.endpoints, batcher, max_body_bytes=cfg.ingress.max_body_bytes)
+        try:
+            await serve_http(app, cfg.ingress.listen, name="ingress",
+                             shutdown_trigger=self._ingress_stop.wait,
+                             graceful_seconds=cfg.relay.shutdown_grace, task_status=task_status)
+        finally:
+            done.set()
+
+    async def _warn_orphans(self, store: Store) -> None:
+        orphans = await store.pending_outside([ep.id for ep in self.config.endpoints])
+        for endpoint_id, count in orphans.items():
+            log.warning("pending webhooks for an endpoint no longer configured stay pending "
+                        "endpoint=%s count=%d", endpoint_id, count)
+
+
+async def _start_tracked(nursery: trio.Nursery, fn: object) -> trio.Event:
+    """Start ``fn`` (a ``run``-style component) and return an event set when it returns."""
+    done = trio.Event()
+
+    async def tracked(*, task_status: trio.TaskStatus[None]) -> None:
+        try:
+            await fn(task_status=task_status)  # type: ignore[operator]
+        finally:
+            done.set()
+
+    await nursery.start(tracked)
+    return done
+
+
+async def _run_in_scope(scope: trio.CancelScope, fn: object, *,
+                        task_status: trio.TaskStatus[None]) -> None:
+    with scope:
+        await fn(task_status=task_status)  # type: ignore[operator]

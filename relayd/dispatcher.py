@@ -1,0 +1,190 @@
+"""The dispatcher: pushes pending webhooks to the connected hub, in order per endpoint.
+
+Each round reads, for every endpoint with a free slot, the next pending rows after that
+endpoint's cursor (one thread hop for all endpoints) and queues them on the hub
+connection; a full connection buffer makes it wait (backpressure), so nothing is dropped:
+whatever is not sent stays pending in the database.
+
+Order: an endpoint has at most ``window`` webhooks in flight, and the first pending row of
+an endpoint gates the rest. If that row waits for its retry backoff, nothing behind it
+goes. A transient failure rewinds the endpoint's cursor to the failed webhook, so it and
+everything after it are sent again, in order, once its backoff has passed.
+
+Wake-ups: `wake` (the ingress stored something, an ack landed) starts a round at once;
+otherwise a round runs at least every ``poll_interval`` (rows written by another process)
+and when the earliest backoff ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import trio
+from trio_util import move_on_when
+
+from relayd.config import Endpoint
+from relayd.connection import HubConnection, Lane
+from relayd.manager import ConnectionManager
+from relayd.store import AckOutcome, Store, StoredWebhook
+from relayd.wire import pb
+
+__all__ = ["Dispatcher", "build_envelope"]
+
+log = logging.getLogger(__name__)
+
+# How often pending webhooks past the maximum age are turned into dead letters.
+EXPIRY_SWEEP_SECONDS = 60.0
+
+
+def build_envelope(webhook: StoredWebhook, destination_url: str) -> pb.WebhookEnvelope:
+    """The wire form of a stored webhook; repeated headers are joined with ", "."""
+    headers: dict[str, str] = {}
+    for name, value in webhook.headers:
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    envelope = pb.WebhookEnvelope(
+        id=webhook.id,
+        endpoint_id=webhook.endpoint_id,
+        destination_url=destination_url,
+        headers=headers,
+        payload=webhook.body,
+        attempt=webhook.attempts + 1,
+    )
+    envelope.received_at.FromNanoseconds(round(webhook.received_at * 1e9))
+    return envelope
+
+
+class Dispatcher:
+    """Sends pending webhooks to the current hub; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        manager: ConnectionManager,
+        endpoints: Sequence[Endpoint],
+        *,
+        window: int = 1,
+        poll_interval: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._manager = manager
+        self._endpoints: Mapping[str, Endpoint] = {ep.id: ep for ep in endpoints}
+        self._window = window
+        self._poll_interval = poll_interval
+        self._clock = clock
+        self._wake_event = trio.Event()
+        self._progress = trio.Event()
+        self.rounds = 0
+
+    def wake(self) -> None:
+        """Run a dispatch round now (new webhooks stored, or an ack applied)."""
+        self._wake_event.set()
+
+    def acks_applied(self, outcomes: Sequence[AckOutcome]) -> None:
+        """Free the in-flight slots of applied acks; rewind on a transient failure."""
+        conn = self._manager.current
+        if conn is not None:
+            for outcome in outcomes:
+                lane = conn.lanes.get(outcome.endpoint_id or "")
+                if lane is not None:
+                    _settle(lane, outcome)
+        self._progress.set()
+        self._progress = trio.Event()
+        self.wake()
+
+    def window_for(self, conn: HubConnection) -> int:
+        """How many webhooks of one endpoint may be in flight on ``conn``."""
+        return self._window
+
+    async def wait_drained(self) -> None:
+        """Wait until nothing is in flight (or no hub is connected)."""
+        while True:
+            conn = self._manager.current
+            if conn is None or conn.in_flight_count() == 0:
+                return
+            await self._progress.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._expire_forever)
+            task_status.started()
+            while True:
+                conn = await self._manager.wait_connected()
+                async with move_on_when(conn.closed.wait):
+                    await self._serve(conn)
+                await self._manager.wait_replaced(conn)
+
+    async def _serve(self, conn: HubConnection) -> None:
+        while True:
+            self._wake_event = trio.Event()
+            next_due = await self._round(conn)
+            self.rounds += 1
+            delay = min(self._poll_interval, next_due - self._clock())
+            with trio.move_on_after(max(delay, 0.0)):
+                await self._wake_event.wait()
+
+    async def _round(self, conn: HubConnection) -> float:
+        """Send what may go now; return when the earliest waiting backoff ends."""
+        wanted: list[tuple[str, int, int]] = []
+        generations: dict[str, int] = {}
+        for endpoint_id in self._endpoints:
+            if not conn.serves(endpoint_id):
+                continue
+            lane = conn.lanes.setdefault(endpoint_id, Lane())
+            slots = self.window_for(conn) - len(lane.in_flight)
+            if slots > 0:
+                wanted.append((endpoint_id, lane.cursor, slots))
+                generations[endpoint_id] = lane.generation
+        if not wanted:
+            return math.inf
+        rows = await self._store.next_pending(wanted)
+        now = self._clock()
+        next_due = math.inf
+        for endpoint_id, webhooks in rows.items():
+            lane = conn.lanes[endpoint_id]
+            destination = self._endpoints[endpoint_id].destination_url
+            for webhook in webhooks:
+                if webhook.next_attempt_at > now:
+                    next_due = min(next_due, webhook.next_attempt_at)
+                    break
+                if lane.generation != generations[endpoint_id] or conn.closed.is_set():
+                    break  # rewound or gone while we were sending: re-read next round
+                lane.in_flight.append(webhook)
+                lane.cursor = webhook.seq
+                try:
+                    await conn.send(pb.StreamResponse(webhook=build_envelope(webhook, destination)))
+                except trio.BrokenResourceError:
+                    return math.inf
+                log.debug("sent webhook_id=%s endpoint=%s attempt=%d hub_id=%s",
+                          webhook.id, endpoint_id, webhook.attempts + 1, conn.hub_id)
+        return next_due
+
+    async def _expire_forever(self) -> None:
+        while True:
+            conn = self._manager.current
+            in_flight = [w.id for lane in conn.lanes.values() for w in lane.in_flight] \
+                if conn is not None else []
+            expired = await self._store.expire_pending(self._clock(), exclude=in_flight)
+            for webhook_id in expired:
+                log.warning("webhook dead-lettered: undelivered past the maximum age "
+                            "webhook_id=%s", webhook_id)
+            await trio.sleep(EXPIRY_SWEEP_SECONDS)
+
+
+def _settle(lane: Lane, outcome: AckOutcome) -> None:
+    index = next((i for i, w in enumerate(lane.in_flight) if w.id == outcome.webhook_id), None)
+    if index is None:
+        return  # not in flight here (sent on an older connection): nothing to free
+    webhook = lane.in_flight[index]
+    if outcome.outcome == "retry":
+        # It and every later in-flight webhook of the endpoint go back to pending;
+        # the cursor restarts at it, so order is kept.
+        while len(lane.in_flight) > index:
+            lane.in_flight.pop()
+        lane.cursor = webhook.seq - 1
+        lane.generation += 1
+    else:
+        del lane.in_flight[index]

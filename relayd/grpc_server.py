@@ -1,0 +1,135 @@
+"""The gRPC listener: purerpc's HTTP/2 machinery under relayd's own connection handling.
+
+purerpc's `Server` binds every interface with SO_REUSEPORT, never closes accepted
+sockets, and swallows `trio.Cancelled` with bare ``except:`` (see shared/notes/stack.md).
+So relayd owns the listener and the per-connection loop and reuses only purerpc's
+protocol layer (`GRPCProtoSocket`):
+
+- each TCP connection runs inside its own cancel scope (`TcpConnection.abort`), and its
+  socket is force-closed when it ends, however it ends;
+- each HTTP/2 stream is routed by path; only ``/relay.v1.RelayService/Stream`` exists;
+- a connection's error is logged once and stays inside that connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+
+import anyio
+import anyio.abc
+import trio
+from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
+from purerpc.grpclib.config import GRPCConfiguration
+from purerpc.grpclib.events import RequestReceived
+from purerpc.grpclib.exceptions import RpcFailedError
+from purerpc.grpclib.status import Status, StatusCode
+
+from relayd.config import ListenAddress
+from relayd.wire import METHOD_NAME, SERVICE_NAME, pb
+
+__all__ = ["GrpcServer", "StreamHandler", "TcpConnection"]
+
+log = logging.getLogger(__name__)
+
+
+class TcpConnection:
+    """One accepted TCP connection; `abort` ends it and closes its socket."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.scope = trio.CancelScope()
+
+    def abort(self) -> None:
+        self.scope.cancel()
+
+
+StreamHandler = Callable[[GRPCProtoStream, TcpConnection], Awaitable[None]]
+
+
+def _format_peer(stream: anyio.abc.SocketStream) -> str:
+    try:
+        address = stream.extra(anyio.abc.SocketAttribute.remote_address)
+    except anyio.TypedAttributeLookupError:
+        return "unknown"
+    if isinstance(address, tuple):
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)
+
+
+class GrpcServer:
+    """Serves the relay service on ``listen``; `run` reports the bound address."""
+
+    def __init__(self, listen: ListenAddress, handler: StreamHandler,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self._listen = listen
+        self._handler = handler
+        self._ssl_context = ssl_context
+        self._config = GRPCConfiguration(client_side=False)
+        self.connections: set[TcpConnection] = set()
+
+    async def run(self, *, task_status: trio.TaskStatus[ListenAddress] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        listener: anyio.abc.Listener[anyio.abc.SocketStream] = await anyio.create_tcp_listener(
+            local_host=self._listen.host, local_port=self._listen.port
+        )
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        if self._ssl_context is not None:
+            from anyio.streams.tls import TLSListener
+
+            listener = TLSListener(listener, self._ssl_context,  # type: ignore[assignment]
+                                   standard_compatible=False)
+        async with listener:
+            task_status.started(ListenAddress(self._listen.host, port))
+            await listener.serve(self._serve_connection)
+
+    def abort_all(self) -> None:
+        for conn in list(self.connections):
+            conn.abort()
+
+    async def _serve_connection(self, sock: anyio.abc.SocketStream) -> None:
+        conn = TcpConnection(_format_peer(sock))
+        self.connections.add(conn)
+        try:
+            with conn.scope:
+                try:
+                    async with GRPCProtoSocket(self._config, sock) as grpc_socket, \
+                            trio.open_nursery() as nursery:
+                        async for stream in grpc_socket.listen():
+                            nursery.start_soon(self._serve_stream, stream, conn)
+                finally:
+                    await anyio.aclose_forcefully(sock)
+        except Exception as exc:  # the connection boundary: log it, keep serving the rest
+            log.info("grpc connection closed on error peer=%s error=%s", conn.peer,
+                     _describe(exc))
+        finally:
+            self.connections.discard(conn)
+
+    async def _serve_stream(self, stream: GRPCProtoStream, conn: TcpConnection) -> None:
+        await stream.start_response()
+        event = await stream.receive_event()
+        if not isinstance(event, RequestReceived):
+            await stream.close(Status(StatusCode.INTERNAL, status_message="expected headers"))
+            return
+        if (event.service_name, event.method_name) != (SERVICE_NAME, METHOD_NAME):
+            await stream.close(Status(
+                StatusCode.UNIMPLEMENTED,
+                status_message=f"method {event.service_name}/{event.method_name} is not "
+                               f"implemented"[:200],
+            ))
+            return
+        stream.expect_message_type(pb.StreamRequest)
+        status = Status(StatusCode.OK)
+        try:
+            await self._handler(stream, conn)
+        except RpcFailedError as exc:
+            status = exc.status
+        await stream.close(status)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"[:300]

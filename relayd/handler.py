@@ -1,0 +1,109 @@
+"""The Stream RPC handler: authenticate the hub, then serve it as the current connection.
+
+The first hub message must be a ConnectRequest, within ``connect_timeout``. A failed
+attempt is answered ``ConnectResponse{success:false, error}`` and ends the RPC with
+UNAUTHENTICATED; it never touches the connected hub. A good one is answered
+``success:true``, replaces any current hub, and runs until it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Collection
+from typing import NoReturn
+
+import trio
+from google.protobuf.message import DecodeError
+from purerpc.grpclib.exceptions import UnauthenticatedError
+
+from relayd.auth import Authenticator
+from relayd.config import RelayConfig
+from relayd.connection import HubConnection, _Stream
+from relayd.grpc_server import TcpConnection
+from relayd.manager import ConnectionManager
+from relayd.store import AckRecord
+from relayd.wire import pb
+
+__all__ = ["RelayStreamHandler"]
+
+log = logging.getLogger(__name__)
+
+
+class RelayStreamHandler:
+    """Called by `GrpcServer` for each Stream RPC."""
+
+    def __init__(
+        self,
+        *,
+        authenticator: Authenticator,
+        manager: ConnectionManager,
+        ack_sink: trio.MemorySendChannel[AckRecord],
+        relay: RelayConfig,
+        endpoint_ids: Collection[str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._auth = authenticator
+        self._manager = manager
+        self._ack_sink = ack_sink
+        self._relay = relay
+        self._endpoint_ids = frozenset(endpoint_ids)
+        self._clock = clock
+        self.rejected = 0
+
+    async def __call__(self, stream: _Stream, transport: TcpConnection) -> None:
+        request = await self._receive_connect(stream, transport)
+        if request is None:
+            return
+        hub_id = request.hub_id
+        reason = self._auth.check(hub_id, request.timestamp, request.signature, self._clock())
+        if reason is not None:
+            await self._reject(stream, transport, reason, hub_id)
+        endpoint_ids = frozenset(request.endpoint_ids) or None
+        unknown = sorted((endpoint_ids or frozenset()) - self._endpoint_ids)
+        if unknown:
+            log.warning("hub asked for unknown endpoints (ignored) hub_id=%s endpoints=%s",
+                        hub_id, unknown[:20])
+        conn = HubConnection(
+            hub_id=hub_id,
+            endpoint_ids=endpoint_ids,
+            capabilities=frozenset(request.capabilities),
+            stream=stream,
+            transport=transport,
+            ack_sink=self._ack_sink,
+            buffer_size=self._relay.buffer_size,
+            heartbeat_interval=self._relay.heartbeat_interval,
+            stale_timeout=self._relay.stale_timeout,
+        )
+        await stream.send_message(
+            pb.StreamResponse(connect_response=pb.ConnectResponse(success=True))
+        )
+        self._manager.attach(conn)
+        try:
+            await conn.run()
+        finally:
+            self._manager.detach(conn)
+
+    async def _receive_connect(self, stream: _Stream, transport: TcpConnection
+                               ) -> pb.ConnectRequest | None:
+        with trio.move_on_after(self._relay.connect_timeout):
+            try:
+                first = await stream.receive_message()
+            except DecodeError:
+                await self._reject(stream, transport, "malformed ConnectRequest")
+            if first is None:
+                return None  # the peer ended the stream without a word
+            if first.WhichOneof("message") != "connect":
+                await self._reject(stream, transport, "first message must be a ConnectRequest")
+            return first.connect
+        await self._reject(stream, transport, "no ConnectRequest within the connect timeout")
+
+    async def _reject(self, stream: _Stream, transport: TcpConnection, reason: str,
+                      hub_id: str = "") -> NoReturn:
+        self.rejected += 1
+        log.warning("hub authentication failed hub_id=%.64r peer=%s reason=%s", hub_id,
+                    transport.peer, reason)
+        await stream.send_message(
+            pb.StreamResponse(connect_response=pb.ConnectResponse(success=False, error=reason))
+        )
+        raise UnauthenticatedError(reason)

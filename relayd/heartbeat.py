@@ -1,0 +1,52 @@
+"""Liveness of a hub connection: periodic heartbeats out, a stale watchdog in.
+
+`send_heartbeats` pushes a Heartbeat every interval. `StaleWatchdog` is a cancel scope
+whose deadline every message from the hub pushes forward; when it expires the hub has
+been silent for ``stale_timeout`` and the watchdog calls its ``on_stale`` callback.
+Both use `trio.current_time`, so tests drive them with `autojump_clock`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from relayd.wire import pb
+
+__all__ = ["StaleWatchdog", "heartbeat_message", "send_heartbeats"]
+
+
+def heartbeat_message() -> pb.StreamResponse:
+    return pb.StreamResponse(heartbeat=pb.Heartbeat(timestamp=int(time.time())))
+
+
+async def send_heartbeats(
+    send: Callable[[pb.StreamResponse], Awaitable[None]], interval: float
+) -> None:
+    """Send a heartbeat every ``interval`` seconds, forever."""
+    while True:
+        await trio.sleep(interval)
+        await send(heartbeat_message())
+
+
+class StaleWatchdog:
+    """Calls ``on_stale`` when `touch` has not been called for ``timeout`` seconds."""
+
+    def __init__(self, timeout: float, on_stale: Callable[[], None]) -> None:
+        self._timeout = timeout
+        self._on_stale = on_stale
+        self._scope = trio.CancelScope()
+
+    def touch(self) -> None:
+        """The hub proved it is alive: push the deadline forward."""
+        self._scope.deadline = trio.current_time() + self._timeout
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.touch()
+        with self._scope:
+            task_status.started()
+            await trio.sleep_forever()
+        if self._scope.cancelled_caught:
+            self._on_stale()

@@ -1,0 +1,106 @@
+"""The connection manager: at most one authenticated hub at a time.
+
+A new authenticated connection replaces the current one at once (the old one is closed:
+its nursery cancelled, its socket closed). The dispatcher waits on `wait_connected` and
+sends through the `HubConnection` it gets; `statistics` is the status snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import trio
+from trio_util import AsyncValue
+
+from relayd.connection import HubConnection
+from relayd.wire import pb
+
+__all__ = ["ConnectionManager", "ConnectionStatistics", "NotConnected"]
+
+log = logging.getLogger(__name__)
+
+
+class NotConnected(Exception):
+    """No hub is connected."""
+
+
+@dataclass(frozen=True)
+class ConnectionStatistics:
+    connected: bool
+    hub_id: str | None
+    peer: str | None
+    connected_since: float | None
+    last_seen: float | None
+    in_flight: int
+
+
+class ConnectionManager:
+    """Tracks the current hub connection (a singleton)."""
+
+    def __init__(self) -> None:
+        self._current: AsyncValue[HubConnection | None] = AsyncValue(None)
+
+    @property
+    def current(self) -> HubConnection | None:
+        return self._current.value
+
+    def is_connected(self) -> bool:
+        return self._current.value is not None
+
+    async def wait_connected(self) -> HubConnection:
+        """Wait until a hub is connected and return its connection."""
+        conn = await self._current.wait_value(lambda c: c is not None)
+        assert conn is not None
+        return conn
+
+    async def wait_replaced(self, conn: HubConnection) -> None:
+        """Wait until ``conn`` is no longer the current connection."""
+        await self._current.wait_value(lambda c: c is not conn)
+
+    async def send(self, webhook: pb.WebhookEnvelope) -> None:
+        """Queue a webhook for the current hub (waits while its buffer is full)."""
+        conn = self._current.value
+        if conn is None:
+            raise NotConnected
+        try:
+            await conn.send(pb.StreamResponse(webhook=webhook))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise NotConnected from None
+
+    def attach(self, conn: HubConnection) -> None:
+        """Make ``conn`` the current hub, closing the one it replaces."""
+        old = self._current.value
+        self._current.value = conn
+        if old is not None:
+            log.info("hub connection replaced by a newer one hub_id=%s old_peer=%s new_peer=%s "
+                     "requeued=%d", old.hub_id, old.peer, conn.peer, old.in_flight_count())
+            old.close("replaced by a newer connection")
+        log.info("hub connected hub_id=%s peer=%s endpoints=%s capabilities=%s", conn.hub_id,
+                 conn.peer, "all" if conn.endpoint_ids is None else sorted(conn.endpoint_ids),
+                 sorted(conn.capabilities))
+
+    def detach(self, conn: HubConnection) -> None:
+        """``conn`` has ended; forget it if it is still the current one."""
+        if self._current.value is conn:
+            self._current.value = None
+            log.info("hub disconnected hub_id=%s peer=%s reason=%r requeued=%d", conn.hub_id,
+                     conn.peer, conn.close_reason, conn.in_flight_count())
+
+    def close_current(self, reason: str) -> None:
+        conn = self._current.value
+        if conn is not None:
+            conn.close(reason)
+
+    def statistics(self) -> ConnectionStatistics:
+        conn = self._current.value
+        if conn is None:
+            return ConnectionStatistics(False, None, None, None, None, 0)
+        return ConnectionStatistics(
+            connected=True,
+            hub_id=conn.hub_id,
+            peer=conn.peer,
+            connected_since=conn.connected_since,
+            last_seen=conn.last_seen,
+            in_flight=conn.in_flight_count(),
+        )
