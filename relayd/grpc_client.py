@@ -1,0 +1,58 @@
+"""Open the relay Stream RPC as a client, with the connection's lifetime under control.
+
+purerpc 0.8.0's stub form (`stub.Stream(aiter)`) corrupts trio state when left early,
+its channel never closes the TCP socket, and a stream is never told that the connection
+died (see shared/notes/stack.md). `open_relay_stream` uses purerpc's protocol layer
+directly: the socket is always closed on exit, and when the connection ends, a pending
+or later ``receive_message()`` raises `ConnectionLost` instead of hanging forever.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
+from purerpc.grpclib.config import GRPCConfiguration
+
+from relayd.wire import METHOD_NAME, SERVICE_NAME, pb
+
+__all__ = ["ConnectionLost", "open_relay_stream"]
+
+ConnectionLost = anyio.EndOfStream
+
+
+class _ClientSocket(GRPCProtoSocket):
+    async def _reader_thread(self) -> None:
+        try:
+            await super()._reader_thread()
+        finally:
+            # Wake every stream still waiting for a message: the connection is gone.
+            for stream in list(self._streams.values()):
+                stream._incoming_events[0].close()
+
+
+@asynccontextmanager
+async def open_relay_stream(host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
+                            connect_timeout: float = 10.0) -> AsyncIterator[GRPCProtoStream]:
+    """Connect to relayd and open ``/relay.v1.RelayService/Stream``.
+
+    Yields the raw stream (``send_message``, ``receive_message``, ``close``). On exit the
+    TCP connection is closed, whether or not the stream was ended.
+    """
+    with anyio.fail_after(connect_timeout):
+        sock = await anyio.connect_tcp(host, port, ssl_context=ssl_context,
+                                       tls=ssl_context is not None,
+                                       tls_standard_compatible=False)
+    try:
+        async with _ClientSocket(GRPCConfiguration(client_side=True), sock) as grpc_socket:
+            stream = await grpc_socket.start_request(
+                "https" if ssl_context is not None else "http", SERVICE_NAME, METHOD_NAME,
+                pb.StreamRequest.DESCRIPTOR.full_name, authority=f"{host}:{port}",
+            )
+            stream.expect_message_type(pb.StreamResponse)
+            yield stream
+    finally:
+        await anyio.aclose_forcefully(sock)

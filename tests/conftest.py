@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from relayd.daemon import Relayd
+from tests.helpers import make_config
+
+
+@pytest.fixture
+async def edge(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Relayd]:
+    """A running relayd (in this process) with loopback listeners on free ports."""
+    daemon = Relayd(make_config(tmp_path))
+    await nursery.start(daemon.run)
+    yield daemon
+
+
+async def start_edge(nursery: trio.Nursery, tmp_path: Path, **relay: object) -> Relayd:
+    daemon = Relayd(make_config(tmp_path, **relay))
+    await nursery.start(daemon.run)
+    return daemon
