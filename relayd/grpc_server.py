@@ -99,6 +99,9 @@ class GrpcServer:
                             trio.open_nursery() as nursery:
                         async for stream in grpc_socket.listen():
                             nursery.start_soon(self._serve_stream, stream, conn)
+                        # The peer closed the TCP connection. purerpc does not tell the
+                        # streams, which would wait for messages forever: end them here.
+                        nursery.cancel_scope.cancel()
                 finally:
                     await anyio.aclose_forcefully(sock)
         except Exception as exc:  # the connection boundary: log it, keep serving the rest

@@ -85,7 +85,7 @@ class ConnectionManager:
         if self._current.value is conn:
             self._current.value = None
             log.info("hub disconnected hub_id=%s peer=%s reason=%r requeued=%d", conn.hub_id,
-                     conn.peer, conn.close_reason, conn.in_flight_count())
+                     conn.peer, conn.close_reason or "connection lost", conn.in_flight_count())
 
     def close_current(self, reason: str) -> None:
         conn = self._current.value

@@ -52,10 +52,20 @@ def with_endpoints(config: Config, ids: Iterable[str]) -> Config:
     return replace(config, endpoints=tuple(Endpoint(i, f"http://127.0.0.1:9/{i}") for i in ids))
 
 
+_last_timestamp = 0
+
+
+def _fresh_timestamp() -> int:
+    """Now, but never the same second twice: the edge rejects a reused timestamp as a replay."""
+    global _last_timestamp
+    _last_timestamp = max(int(time.time()) - 120, _last_timestamp + 1)
+    return _last_timestamp
+
+
 def connect_request(hub_id: str = HUB_ID, *, secret: bytes = SECRET,
                     timestamp: int | None = None, endpoint_ids: Iterable[str] = (),
                     signature: str | None = None) -> pb.StreamRequest:
-    ts = int(time.time()) if timestamp is None else timestamp
+    ts = _fresh_timestamp() if timestamp is None else timestamp
     return pb.StreamRequest(connect=pb.ConnectRequest(
         hub_id=hub_id, timestamp=ts,
         signature=sign(secret, hub_id, ts) if signature is None else signature,
