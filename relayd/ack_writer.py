@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 import trio
 
+from relayd.batching import take_batch
 from relayd.store import AckOutcome, AckRecord, Store
 
 __all__ = ["AckWriter"]
@@ -55,12 +56,7 @@ class AckWriter:
         task_status.started()
         async with self._receive:
             async for first in self._receive:
-                batch = [first]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
+                batch = take_batch(first, self._receive, MAX_BATCH)
                 outcomes = await self._apply(batch)
                 self.batches += 1
                 self.applied += len(batch)

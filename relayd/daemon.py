@@ -53,6 +53,7 @@ class Relayd:
         self.store: Store | None = None
         self.dispatcher: Dispatcher | None = None
         self.ack_writer: AckWriter | None = None
+        self.grpc_server: GrpcServer | None = None
         self.addresses: Addresses | None = None
         self._shutdown = trio.Event()
         self._ingress_stop = trio.Event()
@@ -86,7 +87,7 @@ class Relayd:
                     manager=self.manager, ack_sink=ack_writer.sink, relay=relay,
                     endpoint_ids=[ep.id for ep in cfg.endpoints],
                 )
-                grpc = GrpcServer(relay.grpc_listen, handler)
+                grpc = self.grpc_server = GrpcServer(relay.grpc_listen, handler)
 
                 ack_done = await _start_tracked(root, ack_writer.run)
                 batcher_done = await _start_tracked(root, batcher.run)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import trio
 
+from relayd.batching import take_batch
 from relayd.store import NewWebhook, Store
 
 __all__ = ["IngestBatcher", "StorageUnavailable"]
@@ -65,12 +66,7 @@ class IngestBatcher:
         task_status.started()
         async with self._receive:
             async for first in self._receive:
-                batch = [first]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
+                batch = take_batch(first, self._receive, MAX_BATCH)
                 await self._commit(batch)
 
     def close(self) -> None:

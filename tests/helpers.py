@@ -158,9 +158,9 @@ async def post(address: ListenAddress, endpoint_id: str, body: bytes = b"{}",
                                     headers=headers or {})
 
 
-async def wait_for(predicate: Any, *, timeout: float = 5.0, step: float = 0.01) -> None:
-    """Wait until ``predicate()`` (sync or async) is true, failing after ``timeout``."""
-    with trio.fail_after(timeout):
+async def wait_for(predicate: Any, *, within: float = 5.0, step: float = 0.01) -> None:
+    """Wait until ``predicate()`` (sync or async) is true, failing after ``within`` seconds."""
+    with trio.fail_after(within):
         while True:
             result = predicate()
             if hasattr(result, "__await__"):

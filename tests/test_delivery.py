@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import time
@@ -86,7 +87,7 @@ async def test_transient_failures_back_off_exponentially(nursery: trio.Nursery,
             sent_at.append(trio.current_time())
             await hub.ack(wid, success=False, status_code=500, error="boom")
         await wait_for(lambda: edge.ack_writer.applied == 4)
-    gaps = [later - earlier for earlier, later in zip(sent_at, sent_at[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(sent_at)]
     # 0.2 s, 0.4 s, then capped at 0.4 s; never early
     assert gaps[0] >= 0.2 and gaps[1] >= 0.4 and gaps[2] >= 0.4
     assert gaps[2] < 1.5

@@ -1,0 +1,145 @@
+"""Connection manager, heartbeat watchdog and backpressure."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import trio
+import trio.testing
+
+from relayd.connection import HubConnection
+from relayd.daemon import Relayd
+from relayd.dispatcher import Dispatcher
+from relayd.heartbeat import StaleWatchdog
+from relayd.manager import ConnectionManager
+from relayd.store import NewWebhook, Store
+from relayd.wire import pb
+from tests.conftest import start_edge
+from tests.helpers import TestHub, make_config, post, socket_inodes, wait_for
+
+
+async def test_newer_connection_replaces_current_and_requeues_in_flight(edge: Relayd) -> None:
+    a1 = (await post(edge.addresses.ingress, "alpha", b"a1")).json()["id"]
+    a2 = (await post(edge.addresses.ingress, "alpha", b"a2")).json()["id"]
+    b1 = (await post(edge.addresses.ingress, "beta", b"b1")).json()["id"]
+    before = socket_inodes()
+    async with TestHub.connected(edge.addresses.grpc) as old:
+        assert {(await old.recv_webhook()).id for _ in range(2)} == {a1, b1}
+        old_conn = edge.manager.current
+        assert old_conn is not None and old_conn.in_flight_count() == 2
+        assert len(socket_inodes() - before) == 2  # client and server side of the old hub
+        async with TestHub.connected(edge.addresses.grpc) as new:
+            assert edge.manager.current is not old_conn
+            # the old connection is over: its stream ends and the edge closed its socket
+            with trio.fail_after(3):
+                while await old.recv() is not None:
+                    pass
+            await wait_for(lambda: len(socket_inodes() - before) == 3)  # old client + new pair
+            assert old_conn.close_reason == "replaced by a newer connection"
+            got = [await new.recv_webhook() for _ in range(2)]
+            assert {w.id for w in got} == {a1, b1}
+            assert all(w.attempt == 1 for w in got)
+            await new.ack(a1)
+            assert (await new.recv_webhook()).id == a2  # order kept after the requeue
+
+
+async def test_stale_connection_closed_socket_gone_and_in_flight_requeued(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    edge = await start_edge(nursery, tmp_path, heartbeat_interval=0.1, stale_timeout=0.5)
+    wid = (await post(edge.addresses.ingress, "alpha")).json()["id"]
+    before = socket_inodes()
+    async with TestHub.connected(edge.addresses.grpc) as silent:
+        started = trio.current_time()
+        assert (await silent.recv_webhook()).id == wid
+        assert len(socket_inodes() - before) == 2
+        # the hub reads but never writes: after stale_timeout the edge gives up on it
+        await wait_for(lambda: not edge.manager.is_connected(), within=1.5)
+        assert trio.current_time() - started < 0.5 + 1.0
+        await wait_for(lambda: len(socket_inodes() - before) == 1)  # only our client side left
+        assert edge.manager.statistics().connected is False
+    async with TestHub.connected(edge.addresses.grpc) as hub:
+        webhook = await hub.recv_webhook()
+        assert webhook.id == wid and webhook.attempt == 1
+
+
+async def test_heartbeat_keeps_connection_alive(nursery: trio.Nursery, tmp_path: Path) -> None:
+    edge = await start_edge(nursery, tmp_path, heartbeat_interval=0.1, stale_timeout=0.4)
+    async with TestHub.connected(edge.addresses.grpc) as hub:
+        conn = edge.manager.current
+        heartbeats = 0
+        with trio.move_on_after(1.5):
+            while True:
+                await hub.heartbeat()
+                message = await hub.recv()  # the edge's own heartbeats pace this loop
+                assert message is not None and message.WhichOneof("message") == "heartbeat"
+                heartbeats += 1
+        assert heartbeats >= 5
+        assert edge.manager.current is conn and conn.close_reason == ""
+
+
+async def test_stale_watchdog_fires_exactly_at_timeout(autojump_clock: trio.testing.MockClock
+                                                       ) -> None:
+    fired_at: list[float] = []
+    watchdog = StaleWatchdog(60, lambda: fired_at.append(trio.current_time()))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watchdog.run)
+        for _ in range(3):
+            await trio.sleep(30)
+            watchdog.touch()  # a message every 30 s keeps it quiet
+        assert fired_at == []
+    assert fired_at == [150.0]
+
+
+class _BlockedStream:
+    """A hub stream whose sends block until released, like a hub that stopped reading."""
+
+    def __init__(self) -> None:
+        self.release = trio.Event()
+        self.sent: list[pb.StreamResponse] = []
+
+    async def send_message(self, message: pb.StreamResponse) -> None:
+        await self.release.wait()
+        self.sent.append(message)
+
+    async def receive_message(self) -> None:
+        await trio.sleep_forever()
+
+
+class _Transport:
+    peer = "test"
+
+    def abort(self) -> None:
+        raise AssertionError("not expected")
+
+
+async def test_backpressure_buffer_of_two_never_drops(tmp_path: Path) -> None:
+    config = make_config(tmp_path, buffer_size=2)
+    store = await Store.open(config.store.path)
+    await store.insert_webhooks([
+        NewWebhook(f"w{i:03}", "alpha", "POST", [], b"x", time.time()) for i in range(100)
+    ])
+    manager = ConnectionManager()
+    stream = _BlockedStream()
+    ack_send, _ack_receive = trio.open_memory_channel(10)
+    conn = HubConnection(hub_id="home", endpoint_ids=None, capabilities=frozenset(),
+                         stream=stream, transport=_Transport(), ack_sink=ack_send,
+                         buffer_size=config.relay.buffer_size, heartbeat_interval=60,
+                         stale_timeout=120)
+    # a window of 100 lets the dispatcher try to push all 100 at once
+    dispatcher = Dispatcher(store, manager, config.endpoints, window=100)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        manager.attach(conn)
+        await nursery.start(dispatcher.run)
+        # one message held by the blocked sender, two in the buffer, the dispatcher waits
+        await wait_for(lambda: conn.buffered() == 2 and conn.in_flight_count() == 4)
+        assert dispatcher.rounds == 0  # still inside its first round, waiting
+        counts = await store.counts()
+        assert counts["pending"] == 100  # nothing dropped, nothing marked
+        stream.release.set()
+        await wait_for(lambda: len(stream.sent) == 100)
+        assert [m.webhook.id for m in stream.sent] == [f"w{i:03}" for i in range(100)]
+        nursery.cancel_scope.cancel()
+    await store.aclose()
