@@ -45,6 +45,12 @@ async def _run(daemon: Relayd) -> None:
             nursery.cancel_scope.cancel()
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="relayd", description="relayd: webhook relay edge")
     parser.add_argument("--config", required=True, help="path to relayd.toml")
@@ -61,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trio.run(_run, Relayd(config))
     except* (OSError, sqlite3.Error) as group:
-        for exc in group.exceptions:
+        for exc in _leaves(group):
             log.error("relayd could not run: %s: %s", type(exc).__name__, exc)
         code = 1
     return code

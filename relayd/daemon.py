@@ -53,6 +53,7 @@ class Relayd:
         self.store: Store | None = None
         self.dispatcher: Dispatcher | None = None
         self.ack_writer: AckWriter | None = None
+        self.batcher: IngestBatcher | None = None
         self.grpc_server: GrpcServer | None = None
         self.addresses: Addresses | None = None
         self._shutdown = trio.Event()
@@ -81,7 +82,7 @@ class Relayd:
                     poll_interval=relay.poll_interval,
                 )
                 ack_writer = self.ack_writer = AckWriter(store, dispatcher.acks_applied)
-                batcher = IngestBatcher(store, on_stored=dispatcher.wake)
+                batcher = self.batcher = IngestBatcher(store, on_stored=dispatcher.wake)
                 handler = RelayStreamHandler(
                     authenticator=Authenticator(cfg.hub.id, cfg.hub.secret, relay.auth_window),
                     manager=self.manager, ack_sink=ack_writer.sink, relay=relay,
