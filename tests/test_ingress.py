@@ -76,12 +76,24 @@ async def test_body_over_limit_is_413(edge: Relayd) -> None:
     assert (await edge.store.counts())["pending"] == 1
 
 
-async def test_storage_unavailable_is_503_never_202(edge: Relayd) -> None:
-    edge.store._write_db.conn.close()  # the database is gone from under the daemon
+async def set_read_only(edge: Relayd, read_only: bool) -> None:
+    """Make the daemon's write connection refuse writes (as a read-only database would)."""
+    store = edge.store
+    conn = store._write_db.conn
+    async with store._write_lock:  # never touch the connection while its writer uses it
+        await trio.to_thread.run_sync(
+            conn.execute, f"PRAGMA query_only = {'ON' if read_only else 'OFF'}")
+
+
+async def test_storage_unavailable_is_503_never_202_and_recovers(edge: Relayd) -> None:
+    await set_read_only(edge, True)
     response = await post(edge.addresses.ingress, "alpha", b"lost?")
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
     assert (await edge.store.counts())["pending"] == 0
+    await set_read_only(edge, False)
+    assert (await post(edge.addresses.ingress, "alpha", b"back")).status_code == 202
+    assert (await edge.store.counts())["pending"] == 1
 
 
 async def test_concurrent_posts_share_commits(edge: Relayd) -> None:
