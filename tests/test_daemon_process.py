@@ -143,3 +143,31 @@ def test_relayd_port_in_use_exits_1(tmp_path: Path) -> None:
                                 capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "could not run" in result.stderr and "Address already in use" in result.stderr
+
+
+def test_relayd_notifies_systemd_ready_watchdog_and_stopping(tmp_path: Path) -> None:
+    import os
+    import socket
+
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(address)
+        notify.settimeout(20)
+        env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"}
+        proc = subprocess.Popen([str(BIN / "relayd"), "--config", str(write_config(tmp_path))],
+                                env=env, stderr=subprocess.DEVNULL)
+        try:
+            received = [notify.recv(4096).decode()]
+            assert received == ["READY=1"]
+            # pings every WATCHDOG_USEC / 2
+            received += [notify.recv(4096).decode() for _ in range(3)]
+            assert received[1:] == ["WATCHDOG=1"] * 3
+            proc.send_signal(signal.SIGTERM)
+            while (message := notify.recv(4096).decode()) == "WATCHDOG=1":
+                pass
+            assert message == "STOPPING=1"
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
