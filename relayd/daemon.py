@@ -88,7 +88,11 @@ class Relayd:
                     manager=self.manager, ack_sink=ack_writer.sink, relay=relay,
                     endpoint_ids=[ep.id for ep in cfg.endpoints],
                 )
-                grpc = self.grpc_server = GrpcServer(relay.grpc_listen, handler)
+                # Twice the connect timeout: the stream handler answers a late or bad
+                # ConnectRequest first, then the unauthenticated socket is closed.
+                grpc = self.grpc_server = GrpcServer(
+                    relay.grpc_listen, handler, unauthenticated_timeout=2 * relay.connect_timeout
+                )
 
                 ack_done = await _start_tracked(root, ack_writer.run)
                 batcher_done = await _start_tracked(root, batcher.run)

@@ -14,6 +14,7 @@ protocol layer (`GRPCProtoSocket`):
 from __future__ import annotations
 
 import logging
+import math
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -35,11 +36,18 @@ log = logging.getLogger(__name__)
 
 
 class TcpConnection:
-    """One accepted TCP connection; `abort` ends it and closes its socket."""
+    """One accepted TCP connection; `abort` ends it and closes its socket.
 
-    def __init__(self, peer: str) -> None:
+    Until `authenticated` is called the connection has a deadline: a peer that opens
+    TCP and never completes a ConnectRequest does not keep a socket forever.
+    """
+
+    def __init__(self, peer: str, unauthenticated_deadline: float) -> None:
         self.peer = peer
-        self.scope = trio.CancelScope()
+        self.scope = trio.CancelScope(deadline=unauthenticated_deadline)
+
+    def authenticated(self) -> None:
+        self.scope.deadline = math.inf
 
     def abort(self) -> None:
         self.scope.cancel()
@@ -62,9 +70,11 @@ def _format_peer(stream: anyio.abc.SocketStream) -> str:
 class GrpcServer:
     """Serves the relay service on ``listen``; `run` reports the bound address."""
 
-    def __init__(self, listen: ListenAddress, handler: StreamHandler,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, listen: ListenAddress, handler: StreamHandler, *,
+                 unauthenticated_timeout: float, ssl_context: ssl.SSLContext | None = None
+                 ) -> None:
         self._listen = listen
+        self._unauthenticated_timeout = unauthenticated_timeout
         self._handler = handler
         self._ssl_context = ssl_context
         self._config = GRPCConfiguration(client_side=False)
@@ -90,7 +100,8 @@ class GrpcServer:
             conn.abort()
 
     async def _serve_connection(self, sock: anyio.abc.SocketStream) -> None:
-        conn = TcpConnection(_format_peer(sock))
+        conn = TcpConnection(_format_peer(sock),
+                             trio.current_time() + self._unauthenticated_timeout)
         self.connections.add(conn)
         try:
             with conn.scope:
@@ -107,6 +118,9 @@ class GrpcServer:
         except Exception as exc:  # the connection boundary: log it, keep serving the rest
             log.info("grpc connection closed on error peer=%s error=%s", conn.peer,
                      _describe(exc))
+        else:
+            if conn.scope.cancelled_caught and conn.scope.deadline != math.inf:
+                log.info("grpc connection closed: not authenticated in time peer=%s", conn.peer)
         finally:
             self.connections.discard(conn)
 

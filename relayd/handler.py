@@ -75,6 +75,7 @@ class RelayStreamHandler:
             heartbeat_interval=self._relay.heartbeat_interval,
             stale_timeout=self._relay.stale_timeout,
         )
+        transport.authenticated()
         await stream.send_message(
             pb.StreamResponse(connect_response=pb.ConnectResponse(success=True))
         )

@@ -121,3 +121,17 @@ def test_connect_request_helper_signs_hub_and_timestamp() -> None:
     message = connect_request(timestamp=1700000000)
     assert isinstance(message, pb.StreamRequest)
     assert message.connect.signature == sign(SECRET, HUB_ID, 1700000000)
+
+
+async def test_unauthenticated_tcp_connection_is_closed(nursery: trio.Nursery,
+                                                        tmp_path: Path) -> None:
+    edge = await start_edge(nursery, tmp_path, connect_timeout=0.2)
+    sock = await trio.open_tcp_stream(edge.addresses.grpc.host, edge.addresses.grpc.port)
+    async with sock:
+        started = trio.current_time()
+        with trio.fail_after(3):
+            # purerpc sends its SETTINGS frame first; then the edge closes the idle socket
+            while await sock.receive_some(65536):
+                pass
+        assert trio.current_time() - started >= 0.4
+    assert not edge.grpc_server.connections
