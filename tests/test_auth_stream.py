@@ -13,7 +13,7 @@ from relayd.auth import sign
 from relayd.daemon import Relayd
 from relayd.wire import pb
 from tests.conftest import start_edge
-from tests.helpers import HUB_ID, SECRET, TestHub, connect_request
+from tests.helpers import HUB_ID, SECRET, TestHub, connect_request, wait_for
 
 UNAUTHENTICATED = 16
 
@@ -134,4 +134,4 @@ async def test_unauthenticated_tcp_connection_is_closed(nursery: trio.Nursery,
             while await sock.receive_some(65536):
                 pass
         assert trio.current_time() - started >= 0.4
-    assert not edge.grpc_server.connections
+    await wait_for(lambda: not edge.grpc_server.connections)
