@@ -58,6 +58,8 @@ class RelayConfig:
     max_age: float = 7 * 24 * 3600.0
     poll_interval: float = 1.0
     shutdown_grace: float = 3.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,8 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path = Path("."),
     relay = build_section(raw, "relay", RelayConfig, base_dir)
     if relay.stale_timeout <= relay.heartbeat_interval:
         raise ConfigError("relay.stale_timeout: must be greater than relay.heartbeat_interval")
+    if (relay.tls_cert is None) != (relay.tls_key is None):
+        raise ConfigError("relay.tls_cert: tls_cert and tls_key must be set together")
     if relay.retry_max < relay.retry_initial:
         raise ConfigError("relay.retry_max: must be >= relay.retry_initial")
     hub = build_section(raw, "hub", HubConfig, base_dir)

@@ -126,7 +126,8 @@ class HubConnection:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self._watchdog.run)
                 nursery.start_soon(self._sender)
-                nursery.start_soon(send_heartbeats, self.send, self._heartbeat_interval)
+                nursery.start_soon(send_heartbeats, self.send, self._heartbeat_interval,
+                                   pb.StreamResponse)
                 await self._receiver()
                 nursery.cancel_scope.cancel()
         finally:

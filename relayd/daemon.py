@@ -29,6 +29,7 @@ from relayd.ingest import IngestBatcher
 from relayd.ingress import IngressApp
 from relayd.manager import ConnectionManager
 from relayd.store import RetryPolicy, Store
+from relayd.tls import server_context
 
 __all__ = ["Addresses", "Relayd"]
 
@@ -90,8 +91,12 @@ class Relayd:
                 )
                 # Twice the connect timeout: the stream handler answers a late or bad
                 # ConnectRequest first, then the unauthenticated socket is closed.
+                tls = None
+                if relay.tls_cert is not None and relay.tls_key is not None:
+                    tls = server_context(relay.tls_cert, relay.tls_key)
                 grpc = self.grpc_server = GrpcServer(
-                    relay.grpc_listen, handler, unauthenticated_timeout=2 * relay.connect_timeout
+                    relay.grpc_listen, handler, unauthenticated_timeout=2 * relay.connect_timeout,
+                    ssl_context=tls,
                 )
 
                 ack_done = await _start_tracked(root, ack_writer.run)
@@ -103,9 +108,9 @@ class Relayd:
                 ingress_done = trio.Event()
                 ingress_address = await root.start(self._serve_ingress, batcher, ingress_done)
                 self.addresses = Addresses(grpc_address, ingress_address, admin_address)
-                log.info("relayd ready grpc=%s ingress=%s admin=%s store=%s endpoints=%d",
+                log.info("relayd ready grpc=%s ingress=%s admin=%s store=%s endpoints=%d tls=%s",
                          grpc_address, ingress_address, admin_address, cfg.store.path,
-                         len(cfg.endpoints))
+                         len(cfg.endpoints), "on" if tls is not None else "off")
                 systemd.notify("READY=1")
                 interval = systemd.watchdog_interval()
                 if interval is not None:

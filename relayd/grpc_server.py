@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import anyio.abc
 import trio
+from anyio.streams.tls import TLSListener
 from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
 from purerpc.grpclib.config import GRPCConfiguration
 from purerpc.grpclib.events import RequestReceived
@@ -87,10 +88,9 @@ class GrpcServer:
         )
         port = listener.extra(anyio.abc.SocketAttribute.local_port)
         if self._ssl_context is not None:
-            from anyio.streams.tls import TLSListener
-
-            listener = TLSListener(listener, self._ssl_context,  # type: ignore[assignment]
-                                   standard_compatible=False)
+            listener = _TLSListener(listener, self._ssl_context,  # type: ignore[assignment]
+                                    standard_compatible=False,
+                                    handshake_timeout=self._unauthenticated_timeout)
         async with listener:
             task_status.started(ListenAddress(self._listen.host, port))
             await listener.serve(self._serve_connection)
@@ -144,6 +144,20 @@ class GrpcServer:
         except RpcFailedError as exc:
             status = exc.status
         await stream.close(status)
+
+
+class _TLSListener(TLSListener):
+    """anyio's TLS listener, logging a failed handshake in one line instead of a traceback
+    (scanners on a public port fail handshakes all day)."""
+
+    @staticmethod
+    async def handle_handshake_error(exc: BaseException, stream: anyio.abc.AnyByteStream
+                                     ) -> None:
+        await anyio.aclose_forcefully(stream)
+        if isinstance(exc, Exception):
+            log.info("grpc TLS handshake failed: %s", _describe(exc))
+        else:
+            raise exc
 
 
 def _describe(exc: BaseException) -> str:

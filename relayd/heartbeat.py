@@ -10,25 +10,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import trio
 
 from relayd.wire import pb
 
-__all__ = ["StaleWatchdog", "heartbeat_message", "send_heartbeats"]
+__all__ = ["StaleWatchdog", "heartbeat", "send_heartbeats"]
+
+M = TypeVar("M", pb.StreamRequest, pb.StreamResponse)
 
 
-def heartbeat_message() -> pb.StreamResponse:
-    return pb.StreamResponse(heartbeat=pb.Heartbeat(timestamp=int(time.time())))
+def heartbeat() -> pb.Heartbeat:
+    return pb.Heartbeat(timestamp=int(time.time()))
 
 
-async def send_heartbeats(
-    send: Callable[[pb.StreamResponse], Awaitable[None]], interval: float
-) -> None:
-    """Send a heartbeat every ``interval`` seconds, forever."""
+async def send_heartbeats(send: Callable[[M], Awaitable[None]], interval: float,
+                          wrap: Callable[..., M]) -> None:
+    """Send ``wrap(heartbeat=Heartbeat(now))`` every ``interval`` seconds, forever.
+
+    ``wrap`` is the message type of this side: `pb.StreamResponse` on the edge,
+    `pb.StreamRequest` on the hub.
+    """
     while True:
         await trio.sleep(interval)
-        await send(heartbeat_message())
+        await send(wrap(heartbeat=heartbeat()))
 
 
 class StaleWatchdog:
