@@ -9,46 +9,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
 
 import trio
 
 from relayd.config import ConfigError, load_config
 from relayd.daemon import Relayd
 from relayd.logs import setup_logging
+from relayd.runner import describe, leaves, run_until_signalled
 
 __all__ = ["main"]
 
 log = logging.getLogger("relayd")
-
-
-async def _handle_signals(signals: AsyncIterator[int], daemon: Relayd,
-                          hard_stop: trio.CancelScope) -> None:
-    async for signum in signals:
-        name = signal.Signals(signum).name
-        if daemon.shutdown_requested:
-            log.warning("received %s again: stopping now", name)
-            hard_stop.cancel()
-            return
-        log.info("received %s: stopping gracefully", name)
-        daemon.request_shutdown()
-
-
-async def _run(daemon: Relayd) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_handle_signals, signals, daemon, nursery.cancel_scope)
-            await daemon.run()
-            nursery.cancel_scope.cancel()
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,12 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"relayd: configuration error: {exc}", file=sys.stderr)
         return 2
+    daemon = Relayd(config)
     code = 0
     try:
-        trio.run(_run, Relayd(config))
+        trio.run(run_until_signalled, daemon.run, daemon.request_shutdown)
     except* (OSError, sqlite3.Error) as group:
-        for exc in _leaves(group):
-            log.error("relayd could not run: %s: %s", type(exc).__name__, exc)
+        for exc in leaves(group):
+            log.error("relayd could not run: %s", describe(exc))
         code = 1
     return code
 

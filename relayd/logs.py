@@ -20,3 +20,5 @@ def setup_logging(level: str = "INFO") -> None:
     # logs connection ends itself with the hub id.
     logging.getLogger("purerpc").setLevel(logging.ERROR)
     logging.getLogger("hypercorn.access").setLevel(logging.WARNING)
+    # relay-hub logs one line per delivery itself; httpx would add a second one.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -16,6 +16,7 @@ import trio
 from relayd.auth import sign
 from relayd.config import Config, Endpoint, ListenAddress, parse_config
 from relayd.grpc_client import ConnectionLost, open_relay_stream
+from relayd.hub.config import HubConfig, parse_hub_config
 from relayd.wire import pb
 
 SECRET = b"test-secret-0123456789abcdef"
@@ -152,7 +153,7 @@ def socket_inodes() -> set[str]:
 
 
 async def post(address: ListenAddress, endpoint_id: str, body: bytes = b"{}",
-               headers: dict[str, str] | None = None, method: str = "POST") -> httpx.Response:
+               headers: Any = None, method: str = "POST") -> httpx.Response:
     async with httpx.AsyncClient(base_url=f"http://{address}") as client:
         return await client.request(method, f"/h/{endpoint_id}", content=body,
                                     headers=headers or {})
@@ -168,3 +169,23 @@ async def wait_for(predicate: Any, *, within: float = 5.0, step: float = 0.01) -
             if result:
                 return
             await trio.sleep(step)
+
+
+def make_hub_config(edge: ListenAddress, destinations: dict[str, str] | None = None,
+                    *, secret: bytes = SECRET, scheme: str = "http", **hub: Any) -> HubConfig:
+    """A relay-hub config for ``edge`` with short timers."""
+    table: dict[str, Any] = {
+        "id": HUB_ID,
+        "edge_url": f"{scheme}://{edge.host}:{edge.port}",
+        "secret_file": "",
+        "heartbeat_interval": 5,
+        "stale_timeout": 10,
+        "connect_timeout": 2,
+        "reconnect_initial": 0.1,
+        "reconnect_max": 0.5,
+        "shutdown_grace": 2,
+        "delivery_timeout": 5,
+    }
+    table.update(hub)
+    return parse_hub_config({"hub": table, "destinations": destinations or {}},
+                            environ={"RELAY_HUB_SECRET": secret.decode()})

@@ -1,0 +1,154 @@
+"""The relay-hub daemon: connect out, authenticate, serve a session, reconnect forever.
+
+After any failure (refused, rejected, dropped, stale) it waits an exponential backoff with
+full jitter (``reconnect_initial`` up to ``reconnect_max``), reset after a connection that
+stayed up for `STABLE_SECONDS`. `request_stop` drains the current session (deliveries in
+progress finish within ``shutdown_grace`` and are acked) and `run` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+
+import anyio
+import h2.exceptions
+import httpx
+import trio
+from purerpc.grpclib.exceptions import GRPCError
+
+from relayd.auth import sign
+from relayd.grpc_client import open_relay_stream
+from relayd.hub.backoff import Backoff
+from relayd.hub.config import HubConfig
+from relayd.hub.recent import RecentIds
+from relayd.hub.session import HubSession
+from relayd.runner import describe, leaves
+from relayd.tls import client_context
+from relayd.wire import pb
+
+__all__ = ["CONNECTION_ERRORS", "Rejected", "RelayHub", "authenticate"]
+
+log = logging.getLogger(__name__)
+
+# A connection that stayed up this long resets the reconnect backoff.
+STABLE_SECONDS = 30.0
+# Webhook ids remembered to re-ack redeliveries without delivering twice.
+RECENT_IDS = 10_000
+CAPABILITIES: tuple[str, ...] = ()
+
+# What a lost or refused connection raises; anything else is a bug and stops the hub.
+CONNECTION_ERRORS = (
+    OSError,  # refused, reset, unreachable, TLS errors (ssl.SSLError)
+    anyio.EndOfStream,  # the connection closed under a stream (ConnectionLost)
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    GRPCError,  # purerpc protocol errors, including a reset stream
+    h2.exceptions.H2Error,
+    trio.TooSlowError,  # connect or ConnectResponse timeout
+)
+
+
+class Rejected(Exception):
+    """The edge refused the ConnectRequest; ``args[0]`` is its reason."""
+
+
+async def authenticate(stream: object, config: HubConfig, timestamp: int) -> None:
+    """Send the ConnectRequest and wait for a successful ConnectResponse."""
+    hub = config.hub
+    await stream.send_message(pb.StreamRequest(connect=pb.ConnectRequest(  # type: ignore[attr-defined]
+        hub_id=hub.id, timestamp=timestamp, signature=sign(hub.secret, hub.id, timestamp),
+        endpoint_ids=list(hub.endpoint_ids), capabilities=list(CAPABILITIES),
+    )))
+    with trio.fail_after(hub.connect_timeout):
+        message = await stream.receive_message()  # type: ignore[attr-defined]
+    if message is None:
+        status = getattr(stream.end_stream_event, "status", None)  # type: ignore[attr-defined]
+        raise Rejected(status.status_message if status is not None else "stream ended")
+    if message.WhichOneof("message") != "connect_response":
+        raise Rejected(f"edge sent {message.WhichOneof('message')} before ConnectResponse")
+    if not message.connect_response.success:
+        raise Rejected(message.connect_response.error or "no reason given")
+
+
+class RelayHub:
+    """The hub daemon; ``await nursery.start(hub.run)``."""
+
+    def __init__(self, config: HubConfig) -> None:
+        self.config = config
+        self.session: HubSession | None = None
+        self.connections = 0
+        self.recent = RecentIds(RECENT_IDS)
+        self._stop = trio.Event()
+        self.stopped = trio.Event()
+        self._last_timestamp = 0
+
+    def request_shutdown(self) -> None:
+        """Drain the current session and stop; `run` returns when done."""
+        self._stop.set()
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return client_context(self.config.hub.ca_file) if self.config.edge_tls else None
+
+    async def next_timestamp(self) -> int:
+        """Now in Unix seconds, never reused: the edge rejects a repeated one as a replay."""
+        now = int(time.time())
+        if now <= self._last_timestamp:
+            await trio.sleep(self._last_timestamp + 1 - time.time())
+            now = self._last_timestamp + 1
+        self._last_timestamp = now
+        return now
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        try:
+            await self._run(task_status)
+        finally:
+            self.stopped.set()
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
+        hub = self.config.hub
+        backoff = Backoff(hub.reconnect_initial, hub.reconnect_max)
+        limiter = trio.CapacityLimiter(hub.max_concurrent_deliveries)
+        tls = self.ssl_context()
+        limits = httpx.Limits(max_connections=hub.max_concurrent_deliveries,
+                              max_keepalive_connections=hub.max_concurrent_deliveries)
+        # The whole-request deadline is a cancel scope in deliver(); this is only a backstop.
+        timeout = httpx.Timeout(hub.delivery_timeout)
+        async with httpx.AsyncClient(limits=limits, timeout=timeout,
+                                     follow_redirects=False) as client:
+            log.info("relay-hub started hub_id=%s edge=%s endpoints=%s", hub.id, hub.edge_url,
+                     list(hub.endpoint_ids) or "all")
+            task_status.started()
+            while not self._stop.is_set():
+                up_since: float | None = None
+                reason = ""
+                try:
+                    async with open_relay_stream(self.config.edge_host, self.config.edge_port,
+                                                 ssl_context=tls,
+                                                 connect_timeout=hub.connect_timeout) as stream:
+                        await authenticate(stream, self.config, await self.next_timestamp())
+                        up_since = trio.current_time()
+                        self.connections += 1
+                        log.info("connected to the edge hub_id=%s edge=%s", hub.id, hub.edge_url)
+                        self.session = HubSession(stream, hub, self.config.destinations, client,
+                                                  self.recent, limiter)
+                        await self.session.run(self._stop)
+                        reason = self.session.end_reason
+                except* Rejected as group:
+                    reason = f"rejected by the edge: {leaves(group)[0]}"
+                except* CONNECTION_ERRORS as group:
+                    reason = "; ".join(describe(e) for e in leaves(group))
+                finally:
+                    self.session = None
+                if self._stop.is_set():
+                    break
+                if up_since is not None and trio.current_time() - up_since >= STABLE_SECONDS:
+                    backoff.reset()
+                delay = backoff.next_delay()
+                log.warning("not connected to the edge (%s); retrying in %.1fs", reason, delay)
+                with trio.move_on_after(delay):
+                    await self._stop.wait()
+        log.info("relay-hub stopped")
+
