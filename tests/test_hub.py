@@ -12,6 +12,7 @@ import trio
 from relayd.config import Endpoint
 from relayd.daemon import Relayd
 from relayd.hub.daemon import RelayHub
+from relayd.tomlconfig import ListenAddress
 from tests.destination import Destination
 from tests.helpers import ENDPOINTS, make_config, make_hub_config, post, wait_for
 
@@ -178,3 +179,154 @@ async def test_hub_goes_stale_and_reconnects_when_the_edge_is_silent(
     wid = (await post(edge.addresses.ingress, "alpha", b"after")).json()["id"]
     await destination.wait_count(lambda d: b"after" in d.bodies("/alpha"))
     assert wid
+
+
+class _FakeEdgeStream:
+    """The hub's side of a stream, fed by the test: envelopes in, acks out."""
+
+    def __init__(self) -> None:
+        self.to_hub_send, self._to_hub = trio.open_memory_channel(100)
+        self.acks: list[object] = []
+        self.got_ack = trio.Event()
+        self.end_stream_event = None
+
+    async def receive_message(self) -> object:
+        try:
+            return await self._to_hub.receive()
+        except trio.EndOfChannel:
+            return None
+
+    async def send_message(self, message: object) -> None:
+        if message.WhichOneof("message") == "ack":  # type: ignore[attr-defined]
+            self.acks.append(message.ack)  # type: ignore[attr-defined]
+            self.got_ack.set()
+            self.got_ack = trio.Event()
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_duplicate_after_reconnect_is_re_acked_without_delivering_again(
+    destination: Destination,
+) -> None:
+    import httpx
+
+    from relayd.hub.recent import RecentIds
+    from relayd.hub.session import HubSession
+    from relayd.wire import pb
+
+    config = make_hub_config(ListenAddress("127.0.0.1", 1), {"alpha": destination.url("/a")})
+    recent = RecentIds(10)
+    envelope = pb.WebhookEnvelope(id="w1", endpoint_id="alpha", payload=b"once", attempt=1)
+    async with httpx.AsyncClient() as client:
+        for attempt in (1, 2):  # the same envelope on two connections
+            stream = _FakeEdgeStream()
+            session = HubSession(stream, config.hub, config.destinations, client, recent,
+                                 trio.CapacityLimiter(4))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(session.run, trio.Event())
+                await stream.to_hub_send.send(pb.StreamResponse(webhook=envelope))
+                with trio.fail_after(5):
+                    await stream.got_ack.wait()
+                nursery.cancel_scope.cancel()
+            [ack] = stream.acks
+            assert ack.webhook_id == "w1" and ack.success
+            if attempt == 2:
+                assert ack.error_message == "duplicate: already delivered"
+    assert destination.bodies("/a") == [b"once"]
+
+
+async def test_recent_ids_are_bounded() -> None:
+    from relayd.hub.recent import RecentIds
+
+    recent = RecentIds(3)
+    for i in range(5):
+        recent.add(f"w{i}")
+    assert len(recent) == 3 and "w0" not in recent and "w4" in recent
+
+
+async def test_hub_stop_finishes_delivery_in_progress_and_acks_it(
+    edge: Relayd, destination: Destination, nursery: trio.Nursery
+) -> None:
+    destination.delays["/alpha"] = 0.5
+    relay_hub = await start_hub(nursery, edge, destination)
+    wid = (await post(edge.addresses.ingress, "alpha", b"in progress")).json()["id"]
+    await wait_for(lambda: relay_hub.session is not None
+                   and relay_hub.session.in_progress.value == 1)
+    relay_hub.request_shutdown()
+    with trio.fail_after(5):
+        await relay_hub.stopped.wait()
+    assert destination.bodies("/alpha") == [b"in progress"]
+    await wait_for(lambda: edge.ack_writer.applied == 1)
+    assert await status_of(edge, wid) == "delivered"
+    await wait_for(lambda: not edge.manager.is_connected())
+    assert edge.manager.statistics().connected is False
+
+
+def _tls_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_file, key_file, ca_file = (tmp_path / n for n in ("cert.pem", "key.pem", "ca.pem"))
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    ca.cert_pem.write_to_path(str(ca_file))
+    return cert_file, key_file, ca_file
+
+
+async def test_hub_connects_to_a_tls_edge_with_a_private_ca(
+    nursery: trio.Nursery, tmp_path: Path, destination: Destination
+) -> None:
+    from tests.conftest import start_edge
+
+    cert_file, key_file, ca_file = _tls_files(tmp_path)
+    edge = await start_edge(nursery, tmp_path, tls_cert=str(cert_file), tls_key=str(key_file))
+    relay_hub = RelayHub(make_hub_config(edge.addresses.grpc, {"alpha": destination.url("/t")},
+                                         scheme="https", ca_file=str(ca_file)))
+    await nursery.start(relay_hub.run)
+    await post(edge.addresses.ingress, "alpha", b"over tls")
+    await destination.wait_count(lambda d: d.bodies("/t") == [b"over tls"])
+    assert relay_hub.connections == 1
+
+
+async def test_hub_refuses_a_tls_edge_it_cannot_verify(
+    nursery: trio.Nursery, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.conftest import start_edge
+
+    caplog.set_level(logging.INFO)
+    cert_file, key_file, _ = _tls_files(tmp_path)
+    edge = await start_edge(nursery, tmp_path, tls_cert=str(cert_file), tls_key=str(key_file))
+    relay_hub = RelayHub(make_hub_config(edge.addresses.grpc, scheme="https"))  # system CAs
+    await nursery.start(relay_hub.run)
+    await wait_for(lambda: "CERTIFICATE_VERIFY_FAILED" in caplog.text)
+    assert relay_hub.connections == 0 and not edge.manager.is_connected()
+
+
+async def test_grpcio_client_connects_to_tls_edge_with_alpn_h2(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """An independent gRPC stack (grpcio, C-core) authenticates over TLS."""
+    import grpc
+
+    from relayd.wire import pb
+    from tests.conftest import start_edge
+    from tests.helpers import connect_request
+
+    cert_file, key_file, ca_file = _tls_files(tmp_path)
+    edge = await start_edge(nursery, tmp_path, tls_cert=str(cert_file), tls_key=str(key_file))
+
+    def connect() -> pb.StreamResponse:
+        credentials = grpc.ssl_channel_credentials(ca_file.read_bytes())
+        with grpc.secure_channel(f"127.0.0.1:{edge.addresses.grpc.port}", credentials) as ch:
+            call = ch.stream_stream("/relay.v1.RelayService/Stream",
+                                    request_serializer=pb.StreamRequest.SerializeToString,
+                                    response_deserializer=pb.StreamResponse.FromString)
+            responses = call(iter([connect_request()]), timeout=10)
+            first = next(responses)
+            responses.cancel()
+            return first
+
+    first = await trio.to_thread.run_sync(connect)
+    assert first.connect_response.success
