@@ -27,6 +27,9 @@ def _admin_url(args: argparse.Namespace) -> str:
         return args.admin.rstrip("/")
     if args.config:
         listen = load_config(args.config, load_secret=False).admin.listen
+        if listen.port == 0:
+            raise ConfigError(f"admin.listen in {args.config} has port 0 (picked at start-up, "
+                              "see relayd's 'relayd ready' log line): use --admin URL")
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen.host, listen.host)
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{listen.port}"

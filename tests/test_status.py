@@ -78,6 +78,17 @@ async def test_relayctl_status_against_running_daemon(edge: Relayd, tmp_path: Pa
     assert "pending:     1" in via_config.stdout.decode()
 
 
+async def test_relayctl_with_a_config_whose_admin_port_is_zero_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "relayd.toml"
+    config.write_text('[admin]\nlisten = "127.0.0.1:0"\n')
+    result = await trio.run_process([*RELAYCTL, "status", "--config", str(config)],
+                                    capture_stderr=True, check=False)
+    assert result.returncode == 2
+    assert b"has port 0" in result.stderr and b"use --admin URL" in result.stderr
+
+
 async def test_relayctl_status_against_stopped_daemon_fails_plainly() -> None:
     result = await trio.run_process(
         [*RELAYCTL, "status", "--admin", "http://127.0.0.1:9"],
