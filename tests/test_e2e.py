@@ -239,3 +239,16 @@ async def test_relay_hub_check_reports_accepted_and_rejected(system: System) -> 
     assert bad.returncode == 1
     assert "rejected by http://127.0.0.1" in bad.stdout.decode()
     assert "invalid signature" in bad.stdout.decode()
+
+
+DEMO = Path(__file__).resolve().parents[1] / "scripts" / "demo.py"
+
+
+async def test_demo_runs_end_to_end() -> None:
+    demo = DEMO
+    result = await trio.run_process([str(BIN / "python"), str(demo)], capture_stdout=True,
+                                    capture_stderr=True, check=False)
+    out = result.stdout.decode()
+    assert result.returncode == 0, out + result.stderr.decode()
+    assert out.count("destination <- POST /api/webhook/") == 3
+    assert "delivered:   3" in out and "exit codes 0, 0" in out
