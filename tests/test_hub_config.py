@@ -1,0 +1,96 @@
+"""relay-hub's config, header forwarding and classification rules (no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from relayd.hub.backoff import Backoff
+from relayd.hub.config import ConfigError, load_hub_config
+from relayd.hub.delivery import classify, forwarded_headers
+from relayd.wire import pb
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {"RELAY_HUB_SECRET": "hub-env-secret"}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "relay-hub.toml"
+    path.write_text(text)
+    return path
+
+
+def test_example_hub_configs_load() -> None:
+    config = load_hub_config(ROOT / "conf" / "relay-hub.toml", environ=ENV)
+    assert config.hub.id == "home" and config.edge_tls and config.edge_port == 50051
+    assert config.edge_host == "edge.example.org" and config.hub.ca_file is None
+    assert config.hub.endpoint_ids == () and config.hub.max_concurrent_deliveries == 16
+    assert config.destinations == {"github": "http://192.168.1.10:8080/github"}
+    assert config.hub.secret == b"hub-env-secret"
+    local = load_hub_config(ROOT / "conf" / "relay-hub.local.toml", environ=ENV)
+    assert not local.edge_tls and local.edge_host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[hub]\nedge = \"x\"\n", "hub.edge: unknown key"),
+        ("[hubs]\n", "hubs: unknown key"),
+        ("[hub]\nedge_url = \"ftp://x:1\"\n", "hub.edge_url: must be http://host:port"),
+        ("[hub]\nedge_url = \"http://x:99999\"\n", "hub.edge_url"),
+        ("[hub]\nedge_url = \"http://x:1/path\"\n", "hub.edge_url"),
+        ("[hub]\nmax_concurrent_deliveries = 0\n", "hub.max_concurrent_deliveries"),
+        ("[hub]\ndelivery_timeout = \"30\"\n", "hub.delivery_timeout: must be a positive"),
+        ("[hub]\nendpoint_ids = \"github\"\n", "hub.endpoint_ids: must be an array"),
+        ("[hub]\nca_file = \"missing.pem\"\n", "hub.ca_file: .*missing.pem is not a readable"),
+        ("[destinations]\ngithub = 3\n", "destinations.github: must be an http"),
+        ("[hub]\nheartbeat_interval = 90\n", "hub.stale_timeout: must be greater"),
+    ],
+)
+def test_bad_hub_config_names_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_hub_config(write(tmp_path, text), environ=ENV)
+
+
+def test_hub_secret_from_file_or_environment(tmp_path: Path) -> None:
+    (tmp_path / "s").write_text("\n from-file \n")
+    path = write(tmp_path, "[hub]\nsecret_file = \"s\"\n")
+    assert load_hub_config(path, environ={}).hub.secret == b"from-file"
+    assert load_hub_config(path, environ=ENV).hub.secret == b"hub-env-secret"
+    (tmp_path / "s").unlink()
+    with pytest.raises(ConfigError, match=r"hub.secret_file: .*does not exist.*RELAY_HUB_SECRET"):
+        load_hub_config(path, environ={})
+
+
+def test_forwarded_headers_drop_hop_by_hop_and_add_relay_headers() -> None:
+    envelope = pb.WebhookEnvelope(id="w1", attempt=3, headers={
+        "connection": "keep-alive", "keep-alive": "5", "transfer-encoding": "chunked",
+        "te": "trailers", "upgrade": "h2c", "proxy-authorization": "x", "host": "edge",
+        "content-length": "9", "x-hub-signature-256": "sha256=1", "stripe-signature": "t=1",
+        "content-type": "application/json"})
+    assert sorted(forwarded_headers(envelope)) == sorted([
+        (b"x-hub-signature-256", b"sha256=1"), (b"stripe-signature", b"t=1"),
+        (b"content-type", b"application/json"), (b"x-relay-webhook-id", b"w1"),
+        (b"x-relay-attempt", b"3")])
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(200, (True, False)), (204, (True, False)), (299, (True, False)), (408, (False, False)),
+     (429, (False, False)), (500, (False, False)), (503, (False, False)),
+     (400, (False, True)), (404, (False, True)), (410, (False, True)), (301, (False, True))],
+)
+def test_classify(status: int, expected: tuple[bool, bool]) -> None:
+    assert classify(status) == expected
+
+
+def test_backoff_is_full_jitter_doubling_to_the_cap_and_resets() -> None:
+    class Top:
+        def uniform(self, low: float, high: float) -> float:
+            return high  # the ceiling of each draw
+
+    backoff = Backoff(1, 60, rng=Top())  # type: ignore[arg-type]
+    assert [backoff.next_delay() for _ in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    backoff.reset()
+    assert backoff.next_delay() == 1
