@@ -88,5 +88,8 @@ def _log_outcome(outcome: AckOutcome) -> None:
         case "retry":
             log.info("webhook delivery failed, will retry webhook_id=%s endpoint=%s in=%.1fs "
                      "error=%r", wid, ep, outcome.next_attempt_at - time.time(), outcome.detail)
+        case "skipped":
+            log.debug("webhook skipped by the hub after an earlier failure webhook_id=%s "
+                      "endpoint=%s", wid, ep)
         case _:
             log.info("ack ignored webhook_id=%.64r reason=%s", wid, outcome.detail)

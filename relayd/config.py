@@ -52,7 +52,8 @@ class RelayConfig:
     auth_window: float = 300.0
     connect_timeout: float = 10.0
     buffer_size: int = 1000
-    window: int = 1
+    pipeline_window: int = 256
+    wake_on_ingest: bool = True
     retry_initial: float = 1.0
     retry_max: float = 3600.0
     max_age: float = 7 * 24 * 3600.0

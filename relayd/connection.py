@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -55,6 +55,9 @@ class Lane:
     # Bumped when the cursor is rewound, so a round that read rows before the rewind
     # does not send them.
     generation: int = 0
+    # Webhooks dropped from in_flight by a rewind whose ack (for that earlier copy) is
+    # still to come: the next ack naming one belongs to the old copy, not the resent one.
+    orphans: Counter[str] = field(default_factory=Counter)
 
 
 class HubConnection:

@@ -79,11 +79,13 @@ class Relayd:
             await self._warn_orphans(store)
             async with trio.open_nursery() as root:
                 dispatcher = self.dispatcher = Dispatcher(
-                    store, self.manager, cfg.endpoints, window=relay.window,
+                    store, self.manager, cfg.endpoints, pipeline_window=relay.pipeline_window,
                     poll_interval=relay.poll_interval,
                 )
                 ack_writer = self.ack_writer = AckWriter(store, dispatcher.acks_applied)
-                batcher = self.batcher = IngestBatcher(store, on_stored=dispatcher.wake)
+                # wake_on_ingest = false gives the seed's poll-only dispatch (benchmarks).
+                on_stored = dispatcher.wake if relay.wake_on_ingest else (lambda: None)
+                batcher = self.batcher = IngestBatcher(store, on_stored=on_stored)
                 handler = RelayStreamHandler(
                     authenticator=Authenticator(cfg.hub.id, cfg.hub.secret, relay.auth_window),
                     manager=self.manager, ack_sink=ack_writer.sink, relay=relay,

@@ -5,10 +5,12 @@ endpoint's cursor (one thread hop for all endpoints) and queues them on the hub
 connection; a full connection buffer makes it wait (backpressure), so nothing is dropped:
 whatever is not sent stays pending in the database.
 
-Order: an endpoint has at most ``window`` webhooks in flight, and the first pending row of
-an endpoint gates the rest. If that row waits for its retry backoff, nothing behind it
-goes. A transient failure rewinds the endpoint's cursor to the failed webhook, so it and
-everything after it are sent again, in order, once its backoff has passed.
+Order: an endpoint has at most one webhook in flight, or ``pipeline_window`` when the hub
+advertised the ``ordered-pipeline`` capability (it then promises to deliver in order and
+to skip, not deliver, what follows a transient failure). The first pending row of an
+endpoint gates the rest: if it waits for its retry backoff, nothing behind it goes. A
+transient failure (or a "skipped" ack) rewinds the endpoint's cursor to that webhook, so
+it and everything after it are sent again, in order, once its backoff has passed.
 
 Wake-ups: `wake` (the ingress stored something, an ack landed) starts a round at once;
 otherwise a round runs at least every ``poll_interval`` (rows written by another process)
@@ -29,7 +31,7 @@ from relayd.config import Endpoint
 from relayd.connection import HubConnection, Lane
 from relayd.manager import ConnectionManager
 from relayd.store import AckOutcome, Store, StoredWebhook
-from relayd.wire import pb
+from relayd.wire import ORDERED_PIPELINE, pb
 
 __all__ = ["Dispatcher", "build_envelope"]
 
@@ -66,6 +68,7 @@ class Dispatcher:
         endpoints: Sequence[Endpoint],
         *,
         window: int = 1,
+        pipeline_window: int = 256,
         poll_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -73,6 +76,7 @@ class Dispatcher:
         self._manager = manager
         self._endpoints: Mapping[str, Endpoint] = {ep.id: ep for ep in endpoints}
         self._window = window
+        self._pipeline_window = pipeline_window
         self._poll_interval = poll_interval
         self._clock = clock
         self._wake_event = trio.Event()
@@ -97,6 +101,8 @@ class Dispatcher:
 
     def window_for(self, conn: HubConnection) -> int:
         """How many webhooks of one endpoint may be in flight on ``conn``."""
+        if ORDERED_PIPELINE in conn.capabilities:
+            return self._pipeline_window
         return self._window
 
     async def wait_drained(self) -> None:
@@ -174,16 +180,32 @@ class Dispatcher:
             await trio.sleep(EXPIRY_SWEEP_SECONDS)
 
 
+# Outcomes after which the endpoint restarts from that webhook: it (if still pending) and
+# everything after it are sent again. "dead_letter" comes from a transient failure too, and
+# a pipelining hub skips what follows it until something is sent again.
+REWIND_OUTCOMES = frozenset({"retry", "skipped", "dead_letter"})
+
+
 def _settle(lane: Lane, outcome: AckOutcome) -> None:
-    index = next((i for i, w in enumerate(lane.in_flight) if w.id == outcome.webhook_id), None)
+    """Apply one ack outcome to an endpoint's in-flight state on the current connection."""
+    webhook_id = outcome.webhook_id
+    if lane.orphans[webhook_id]:
+        # The ack of a copy dropped by an earlier rewind (a pipelining hub acks every copy,
+        # in order); the copy in flight now gets its own ack later.
+        lane.orphans[webhook_id] -= 1
+        if not lane.orphans[webhook_id]:
+            del lane.orphans[webhook_id]
+        return
+    index = next((i for i, w in enumerate(lane.in_flight) if w.id == webhook_id), None)
     if index is None:
         return  # not in flight here (sent on an older connection): nothing to free
     webhook = lane.in_flight[index]
-    if outcome.outcome == "retry":
-        # It and every later in-flight webhook of the endpoint go back to pending;
-        # the cursor restarts at it, so order is kept.
-        while len(lane.in_flight) > index:
-            lane.in_flight.pop()
+    if outcome.outcome in REWIND_OUTCOMES:
+        # It and every later in-flight webhook go back to pending; the cursor restarts at
+        # it, so order is kept. The later ones' acks are still coming: remember them.
+        while len(lane.in_flight) > index + 1:
+            lane.orphans[lane.in_flight.pop().id] += 1
+        lane.in_flight.pop()
         lane.cursor = webhook.seq - 1
         lane.generation += 1
     else:

@@ -26,6 +26,8 @@ from typing import Literal
 import sqlite_utils
 import trio
 
+from relayd.wire import SKIPPED_ERROR
+
 __all__ = [
     "STATUSES",
     "AckOutcome",
@@ -82,8 +84,14 @@ class AckRecord:
     error_message: str
     permanent_failure: bool
 
+    def is_skip(self) -> bool:
+        """An ordered-pipeline hub skipped it (not an attempt, nothing to record)."""
+        return (not self.success and not self.permanent_failure and self.status_code == 0
+                and self.error_message == SKIPPED_ERROR)
 
-Outcome = Literal["delivered", "failed", "retry", "dead_letter", "ignored"]
+
+Outcome = Literal["delivered", "failed", "retry", "dead_letter", "skipped", "ignored"]
+
 
 
 @dataclass(frozen=True)
@@ -206,6 +214,8 @@ class Store:
         endpoint_id, status, attempts, received_at = row
         if status != PENDING:
             return AckOutcome(ack.webhook_id, endpoint_id, "ignored", f"already {status}")
+        if ack.is_skip():
+            return AckOutcome(ack.webhook_id, endpoint_id, "skipped")
         error = ack.error_message[:MAX_ERROR_CHARS]
         if ack.success:
             conn.execute(

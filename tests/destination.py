@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -28,6 +29,8 @@ class Destination:
         self.received: list[Received] = []
         self.statuses: dict[str, list[int]] = defaultdict(list)
         self.delays: dict[str, float] = {}
+        # answers a request once its path's script is used up (default: 200)
+        self.decide: Callable[[str], int] = lambda path: 200
         self.changed = trio.Event()
         self.address: ListenAddress | None = None
 
@@ -67,7 +70,7 @@ class Destination:
         if path in self.delays:
             await trio.sleep(self.delays[path])
         script = self.statuses[path]
-        status = script.pop(0) if script else 200
+        status = script.pop(0) if script else self.decide(path)
         raw = list(scope["headers"])
         self.received.append(Received(
             path, scope["method"], {k.decode("latin-1"): v.decode("latin-1") for k, v in raw},

@@ -65,12 +65,13 @@ def _fresh_timestamp() -> int:
 
 def connect_request(hub_id: str = HUB_ID, *, secret: bytes = SECRET,
                     timestamp: int | None = None, endpoint_ids: Iterable[str] = (),
-                    signature: str | None = None) -> pb.StreamRequest:
+                    signature: str | None = None,
+                    capabilities: Iterable[str] = ()) -> pb.StreamRequest:
     ts = _fresh_timestamp() if timestamp is None else timestamp
     return pb.StreamRequest(connect=pb.ConnectRequest(
         hub_id=hub_id, timestamp=ts,
         signature=sign(secret, hub_id, ts) if signature is None else signature,
-        endpoint_ids=list(endpoint_ids),
+        endpoint_ids=list(endpoint_ids), capabilities=list(capabilities),
     ))
 
 

@@ -34,7 +34,8 @@ def test_example_configs_load() -> None:
 
 def test_defaults_when_sections_are_missing(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, ""), environ=ENV)
-    assert config.relay.window == 1 and config.relay.retry_max == 3600
+    assert config.relay.pipeline_window == 256 and config.relay.retry_max == 3600
+    assert config.relay.wake_on_ingest is True
     assert config.relay.max_age == 7 * 24 * 3600 and config.relay.connect_timeout == 10
 
 

@@ -26,7 +26,7 @@ from relayd.hub.recent import RecentIds
 from relayd.hub.session import HubSession
 from relayd.runner import describe, leaves
 from relayd.tls import client_context
-from relayd.wire import pb
+from relayd.wire import ORDERED_PIPELINE, pb
 
 __all__ = ["CONNECTION_ERRORS", "Rejected", "RelayHub", "authenticate"]
 
@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 STABLE_SECONDS = 30.0
 # Webhook ids remembered to re-ack redeliveries without delivering twice.
 RECENT_IDS = 10_000
-CAPABILITIES: tuple[str, ...] = ()
+# "ordered-pipeline": the edge may keep many webhooks of one endpoint in flight; this hub
+# delivers them in order and skips what follows a transient failure (see session.py).
+CAPABILITIES: tuple[str, ...] = (ORDERED_PIPELINE,)
 
 # What a lost or refused connection raises; anything else is a bug and stops the hub.
 CONNECTION_ERRORS = (

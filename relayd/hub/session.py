@@ -22,7 +22,7 @@ from relayd.heartbeat import StaleWatchdog, send_heartbeats
 from relayd.hub.config import HubSettings
 from relayd.hub.delivery import DeliveryResult, deliver
 from relayd.hub.recent import RecentIds
-from relayd.wire import pb
+from relayd.wire import SKIPPED_ERROR, pb
 
 __all__ = ["HubSession"]
 
@@ -103,22 +103,43 @@ class HubSession:
 
     async def _lane_worker(self, endpoint_id: str,
                            receive: trio.MemoryReceiveChannel[pb.WebhookEnvelope]) -> None:
+        """Deliver one endpoint's webhooks in order (the ``ordered-pipeline`` promise).
+
+        After a transient failure the lane skips (acks as skipped, does not deliver) what
+        follows, until the edge sends again the failed webhook or one it skipped: the edge
+        has then rewound, and what comes next is in order again.
+        """
+        skipping: set[str] | None = None  # ids seen since the failure, while skipping
         async for envelope in receive:
             if not self._accepting:
                 continue
-            url = self._destinations.get(endpoint_id) or envelope.destination_url
-            self.in_progress.value += 1
-            try:
-                async with self._limiter:
-                    result = await deliver(self._client, url, envelope,
-                                           self._settings.delivery_timeout)
-            finally:
-                self.in_progress.value -= 1
-            self._log(envelope, result)
-            if result.success:
-                self._recent.add(envelope.id)
-                self.delivered += 1
-            await self._send_ack(result.ack(envelope.id))
+            if skipping is not None:
+                if envelope.id not in skipping:
+                    skipping.add(envelope.id)
+                    await self._send_ack(pb.DeliveryAck(
+                        webhook_id=envelope.id, success=False, status_code=0,
+                        error_message=SKIPPED_ERROR))
+                    continue
+                skipping = None
+            result = await self._deliver(endpoint_id, envelope)
+            if not result.success and not result.permanent:
+                skipping = {envelope.id}
+
+    async def _deliver(self, endpoint_id: str, envelope: pb.WebhookEnvelope) -> DeliveryResult:
+        url = self._destinations.get(endpoint_id) or envelope.destination_url
+        self.in_progress.value += 1
+        try:
+            async with self._limiter:
+                result = await deliver(self._client, url, envelope,
+                                       self._settings.delivery_timeout)
+        finally:
+            self.in_progress.value -= 1
+        self._log(envelope, result)
+        if result.success:
+            self._recent.add(envelope.id)
+            self.delivered += 1
+        await self._send_ack(result.ack(envelope.id))
+        return result
 
     async def _send_ack(self, ack: pb.DeliveryAck) -> None:
         try:

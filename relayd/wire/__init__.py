@@ -8,5 +8,11 @@ from relayd.wire.relay_grpc import RelayServiceStub
 
 SERVICE_NAME = "relay.v1.RelayService"
 METHOD_NAME = "Stream"
+# The capability a hub advertises to have many webhooks of one endpoint in flight (see
+# the comment at the top of relay.proto for the promise it makes).
+ORDERED_PIPELINE = "ordered-pipeline"
+# DeliveryAck.error_message of a webhook an ordered-pipeline hub skipped.
+SKIPPED_ERROR = "skipped: earlier webhook failed"
 
-__all__ = ["METHOD_NAME", "SERVICE_NAME", "RelayServiceStub", "pb"]
+__all__ = ["METHOD_NAME", "ORDERED_PIPELINE", "SERVICE_NAME", "SKIPPED_ERROR",
+           "RelayServiceStub", "pb"]
