@@ -1,0 +1,1 @@
+"""relayd's benchmark suite: ``scripts/bench`` (see bench/run.py)."""

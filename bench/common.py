@@ -1,0 +1,146 @@
+"""Helpers shared by the benchmark scenarios: ports, configs, processes, measurements."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from relayd.store import Store
+
+BIN = Path(sys.executable).parent
+BENCH = Path(__file__).resolve().parent
+SECRET = "bench-secret"
+PAYLOAD = b"x" * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_edge_config(folder: Path, endpoints: Sequence[str], *,
+                      destination: str = "http://127.0.0.1:9", **relay: Any) -> Path:
+    """A relayd.toml in ``folder`` on fresh ports (database ``folder/relayd.db``)."""
+    (folder / "hub.secret").write_text(SECRET)
+    relay_lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in relay.items())
+    text = (f'[relay]\ngrpc_listen = "127.0.0.1:{free_port()}"\n{relay_lines}'
+            f'[ingress]\nlisten = "127.0.0.1:{free_port()}"\n'
+            f'[admin]\nlisten = "127.0.0.1:{free_port()}"\n'
+            f'[store]\npath = "relayd.db"\n[hub]\nsecret_file = "hub.secret"\n')
+    text += "".join(f'[[endpoints]]\nid = "{ep}"\ndestination_url = "{destination}/{ep}"\n'
+                    for ep in endpoints)
+    path = folder / "relayd.toml"
+    path.write_text(text)
+    return path
+
+
+def edge_ports(config: Path) -> dict[str, int]:
+    raw = tomllib.loads(config.read_text())
+    return {
+        "grpc": int(raw["relay"]["grpc_listen"].rsplit(":", 1)[1]),
+        "ingress": int(raw["ingress"]["listen"].rsplit(":", 1)[1]),
+        "admin": int(raw["admin"]["listen"].rsplit(":", 1)[1]),
+    }
+
+
+async def start(args: Sequence[str], log: Path, env: dict[str, str] | None = None
+                ) -> trio.Process:
+    with log.open("ab") as out:
+        return await trio.lowlevel.open_process(
+            list(args), stdout=out, stderr=out, env={**os.environ, **(env or {})})
+
+
+async def stop(*processes: trio.Process) -> None:
+    """SIGTERM, then SIGKILL after 10 s: nothing is left running."""
+    for proc in processes:
+        if proc.returncode is None:
+            proc.terminate()
+    with trio.move_on_after(10):
+        for proc in processes:
+            await proc.wait()
+    for proc in processes:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def start_relayd(config: Path, log: Path) -> trio.Process:
+    """Start relayd (WARNING logs) and wait until its admin listener answers."""
+    proc = await start([str(BIN / "relayd"), "--config", str(config), "--log-level",
+                        "WARNING"], log)
+    try:
+        await wait_status(edge_ports(config)["admin"], lambda doc: True, within=30,
+                          process=proc)
+    except BaseException:
+        await stop(proc)
+        raise
+    return proc
+
+
+async def wait_status(admin_port: int, predicate: Callable[[dict[str, Any]], bool], *,
+                      within: float = 600, step: float = 0.02,
+                      process: trio.Process | None = None) -> dict[str, Any]:
+    """Poll ``/api/status`` until ``predicate(doc)``; fail if ``process`` exits first."""
+    async with httpx.AsyncClient() as client:
+        with trio.fail_after(within):
+            while True:
+                if process is not None and process.returncode is not None:
+                    raise RuntimeError(f"process exited with {process.returncode}")
+                try:
+                    doc = (await client.get(f"http://127.0.0.1:{admin_port}/api/status")).json()
+                    if predicate(doc):
+                        return doc
+                except httpx.HTTPError:
+                    pass
+                await trio.sleep(step)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc status")
+
+
+async def fill_pending(db: Path, endpoints: Sequence[str], count: int,
+                       body: bytes = PAYLOAD) -> None:
+    """Create relayd's schema in ``db`` and insert ``count`` pending webhooks round-robin."""
+    store = await Store.open(db)
+    await store.aclose()
+
+    def insert() -> None:
+        now = time.time()
+        conn = sqlite3.connect(db)
+        with conn:
+            conn.executemany(
+                "INSERT INTO webhooks (id, endpoint_id, method, headers, body, received_at,"
+                " status, updated_at) VALUES (?, ?, 'POST', "
+                "'[[\"content-type\", \"application/json\"]]', ?, ?, 'pending', ?)",
+                ((f"b{i:08d}", endpoints[i % len(endpoints)], body, now, now)
+                 for i in range(count)))
+        conn.close()
+
+    await trio.to_thread.run_sync(insert)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
