@@ -17,25 +17,41 @@ import time
 import trio
 
 from relayd.auth import sign
+from relayd.batching import take_batch
 from relayd.grpc_client import open_relay_stream
+from relayd.grpc_stream import send_messages
 from relayd.wire import ORDERED_PIPELINE, pb
 
 SECRET = b"bench-secret"
+ACK_BUFFER = 1024
 
 
 async def main(args: argparse.Namespace) -> None:
     latencies: list[float] = []
-    async with open_relay_stream("127.0.0.1", args.port) as stream:
+    acks_send, acks_receive = trio.open_memory_channel[pb.StreamRequest](ACK_BUFFER)
+
+    async def write_acks(stream: object) -> None:
+        # like relay-hub: what queued up while the last write ran goes out in one write
+        async for first in acks_receive:
+            await send_messages(stream, take_batch(first, acks_receive, ACK_BUFFER))  # type: ignore[arg-type]
+
+    async with open_relay_stream("127.0.0.1", args.port) as stream, \
+            trio.open_nursery() as nursery:
         ts = int(time.time())
         await stream.send_message(pb.StreamRequest(connect=pb.ConnectRequest(
             hub_id="home", timestamp=ts, signature=sign(SECRET, "home", ts),
             capabilities=[ORDERED_PIPELINE] if args.pipeline else [])))
+        nursery.start_soon(write_acks, stream)
         while (message := await stream.receive_message()) is not None:
             if message.WhichOneof("message") != "webhook":
                 continue
             webhook = message.webhook
-            await stream.send_message(pb.StreamRequest(ack=pb.DeliveryAck(
-                webhook_id=webhook.id, success=True, status_code=200)))
+            ack = pb.StreamRequest(ack=pb.DeliveryAck(webhook_id=webhook.id, success=True,
+                                                      status_code=200))
+            if args.batch_acks:
+                await acks_send.send(ack)
+            else:
+                await stream.send_message(ack)
             if args.latency_out and "x-bench-t0" in webhook.headers:
                 latencies.append(time.time() - float(webhook.headers["x-bench-t0"]))
                 if len(latencies) == args.expect:
@@ -46,6 +62,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--pipeline", action="store_true")
+    parser.add_argument("--batch-acks", action="store_true",
+                        help="coalesce queued acks into one write (as relay-hub does)")
     parser.add_argument("--latency-out")
     parser.add_argument("--expect", type=int, default=0)
     trio.run(main, parser.parse_args())

@@ -1,10 +1,14 @@
 """The transport's ceiling: a raw purerpc bidi loop, measured in the same run as relayd.
 
-``python bench/ceiling.py --port P --count N --out FILE``: a gRPC server on relayd's own
-listener code (purerpc underneath) that, once a client says anything, sends N 1 KiB
-WebhookEnvelopes (at most `MAX_UNACKED` outstanding, like relayd's send buffer) and counts
-the client's acks. It writes the messages/s (first send to last ack) to FILE and exits.
-The client is bench/benchhub.py, the same one the relay scenario uses.
+``python bench/ceiling.py --port P --count N --out FILE``: a plain ``purerpc.Server``
+with the generated servicer, as any purerpc user would write it. Once a client says
+anything, it yields N 1 KiB WebhookEnvelopes (at most `MAX_UNACKED` outstanding, like
+relayd's send buffer) and counts the client's acks; it writes the messages/s (first send
+to last ack) to FILE and exits. The client is bench/benchhub.py, the same program the
+relay scenario uses.
+
+Following shared/notes/stack.md, the stream handler only yields; the task reading the
+acks lives in a nursery owned by ``main``, not inside the generator.
 """
 
 from __future__ import annotations
@@ -12,47 +16,59 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import AsyncIterator
 
+import purerpc
 import trio
 
-from relayd.config import ListenAddress
-from relayd.grpc_server import GrpcServer, TcpConnection
 from relayd.wire import pb
+from relayd.wire.relay_grpc import RelayServiceServicer
 
 MAX_UNACKED = 1000  # relayd's default buffer_size
 PAYLOAD = b"x" * 1024
 
 
-async def main(args: argparse.Namespace) -> None:
-    finished = trio.Event()
+class Ceiling(RelayServiceServicer):
+    def __init__(self, nursery: trio.Nursery, count: int, out: str,
+                 finished: trio.Event) -> None:
+        self._nursery = nursery
+        self._count = count
+        self._out = out
+        self._finished = finished
 
-    async def handler(stream: object, transport: TcpConnection) -> None:
-        await stream.receive_message()  # type: ignore[attr-defined]  # the client's hello
+    async def Stream(self, messages: AsyncIterator[pb.StreamRequest]
+                     ) -> AsyncIterator[pb.StreamResponse]:
+        await messages.__anext__()  # the client's hello (its ConnectRequest)
         window = trio.Semaphore(MAX_UNACKED)
         started = time.perf_counter()
 
-        async def send_all() -> None:
-            for i in range(args.count):
-                await window.acquire()
-                await stream.send_message(pb.StreamResponse(  # type: ignore[attr-defined]
-                    webhook=pb.WebhookEnvelope(id=f"c{i:08d}", endpoint_id="e",
-                                               payload=PAYLOAD, attempt=1)))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(send_all)
-            for _ in range(args.count):
-                message = await stream.receive_message()  # type: ignore[attr-defined]
-                assert message is not None and message.WhichOneof("message") == "ack"
+        async def count_acks() -> None:
+            received = 0
+            async for message in messages:
+                assert message.WhichOneof("message") == "ack"
                 window.release()
-        elapsed = time.perf_counter() - started
-        await trio.Path(args.out).write_text(
-            json.dumps({"messages": args.count, "seconds": elapsed}))
-        finished.set()
+                received += 1
+                if received == self._count:
+                    break
+            elapsed = time.perf_counter() - started
+            await trio.Path(self._out).write_text(
+                json.dumps({"messages": self._count, "seconds": elapsed}))
+            self._finished.set()
 
-    server = GrpcServer(ListenAddress("127.0.0.1", args.port), handler,
-                        unauthenticated_timeout=3600)
+        self._nursery.start_soon(count_acks)
+        for i in range(self._count):
+            await window.acquire()
+            yield pb.StreamResponse(webhook=pb.WebhookEnvelope(
+                id=f"c{i:08d}", endpoint_id="e", payload=PAYLOAD, attempt=1))
+        await self._finished.wait()
+
+
+async def main(args: argparse.Namespace) -> None:
+    finished = trio.Event()
     async with trio.open_nursery() as nursery:
-        await nursery.start(server.run)
+        server = purerpc.Server(args.port)
+        server.add_service(Ceiling(nursery, args.count, args.out, finished).service)
+        await nursery.start(server.serve_async)
         await finished.wait()
         nursery.cancel_scope.cancel()
 

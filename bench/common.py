@@ -90,7 +90,7 @@ async def start_relayd(config: Path, log: Path) -> trio.Process:
 
 
 async def wait_status(admin_port: int, predicate: Callable[[dict[str, Any]], bool], *,
-                      within: float = 600, step: float = 0.02,
+                      within: float = 600, step: float = 0.05,
                       process: trio.Process | None = None) -> dict[str, Any]:
     """Poll ``/api/status`` until ``predicate(doc)``; fail if ``process`` exits first."""
     async with httpx.AsyncClient() as client:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,13 +24,19 @@ import trio
 from google.protobuf.message import DecodeError
 from purerpc.grpclib.exceptions import InvalidArgumentError
 
+from relayd.batching import take_batch
 from relayd.heartbeat import StaleWatchdog, send_heartbeats
 from relayd.store import AckRecord, StoredWebhook
 from relayd.wire import pb
 
-__all__ = ["HubConnection", "Lane", "TransportControl"]
+__all__ = ["HubConnection", "Lane", "MessageStream", "TransportControl"]
 
 log = logging.getLogger(__name__)
+
+# Most queued messages written to the hub in one HTTP/2 write.
+SEND_BATCH_MAX = 256
+# Most received messages taken (and their flow-control credit returned) at once.
+RECEIVE_BATCH_MAX = 256
 
 
 class TransportControl(Protocol):
@@ -40,9 +47,11 @@ class TransportControl(Protocol):
     def abort(self) -> None: ...
 
 
-class _Stream(Protocol):
-    async def send_message(self, message: pb.StreamResponse) -> None: ...
-    async def receive_message(self) -> pb.StreamRequest | None: ...
+class MessageStream(Protocol):
+    """The hub's stream as a connection uses it (`relayd.grpc_stream.BatchStream`)."""
+
+    async def send_messages(self, messages: Sequence[bytes]) -> None: ...
+    async def receive_messages(self, max_items: int) -> tuple[list[pb.StreamRequest], bool]: ...
 
 
 @dataclass
@@ -69,7 +78,7 @@ class HubConnection:
         hub_id: str,
         endpoint_ids: frozenset[str] | None,
         capabilities: frozenset[str],
-        stream: _Stream,
+        stream: MessageStream,
         transport: TransportControl,
         ack_sink: trio.MemorySendChannel[AckRecord],
         buffer_size: int,
@@ -89,9 +98,9 @@ class HubConnection:
         self._transport = transport
         self._ack_sink = ack_sink
         self._heartbeat_interval = heartbeat_interval
-        self._outbound_send, self._outbound_receive = trio.open_memory_channel[
-            pb.StreamResponse
-        ](buffer_size)
+        # serialized StreamResponses (webhooks are serialized by the dispatcher)
+        self._outbound_send, self._outbound_receive = trio.open_memory_channel[bytes](
+            buffer_size)
         self._watchdog = StaleWatchdog(stale_timeout, self._on_stale)
 
     def __repr__(self) -> str:
@@ -107,7 +116,18 @@ class HubConnection:
         """Messages waiting in the outbound buffer."""
         return self._outbound_send.statistics().current_buffer_used
 
-    async def send(self, message: pb.StreamResponse) -> None:
+    def send_nowait(self, message: bytes) -> bool:
+        """Queue a message if the buffer has room (no checkpoint); False if it is full.
+
+        Raises `trio.BrokenResourceError` if the connection has ended.
+        """
+        try:
+            self._outbound_send.send_nowait(message)
+        except trio.WouldBlock:
+            return False
+        return True
+
+    async def send(self, message: bytes) -> None:
         """Queue a message for the hub; waits while the buffer is full (backpressure).
 
         Raises `trio.BrokenResourceError` if the connection has ended.
@@ -129,47 +149,54 @@ class HubConnection:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self._watchdog.run)
                 nursery.start_soon(self._sender)
-                nursery.start_soon(send_heartbeats, self.send, self._heartbeat_interval,
-                                   pb.StreamResponse)
+                nursery.start_soon(send_heartbeats, self._send_message,
+                                   self._heartbeat_interval, pb.StreamResponse)
                 await self._receiver()
                 nursery.cancel_scope.cancel()
         finally:
             self._outbound_receive.close()
             self.closed.set()
 
+    async def _send_message(self, message: pb.StreamResponse) -> None:
+        await self.send(message.SerializeToString())
+
     async def _sender(self) -> None:
         async with self._outbound_receive:
-            async for message in self._outbound_receive:
-                await self._stream.send_message(message)
+            async for first in self._outbound_receive:
+                # Whatever queued up while the last write ran goes out in one write.
+                batch = take_batch(first, self._outbound_receive, SEND_BATCH_MAX)
+                await self._stream.send_messages(batch)
 
     async def _receiver(self) -> None:
         while True:
             try:
-                message = await self._stream.receive_message()
+                messages, ended = await self._stream.receive_messages(RECEIVE_BATCH_MAX)
             except DecodeError:
                 self.close_reason = "malformed message"
                 raise InvalidArgumentError("malformed StreamRequest") from None
-            if message is None:
+            if messages:
+                self.last_seen = time.time()
+                self._watchdog.touch()
+            for message in messages:
+                await self._handle(message)
+            if ended:
                 self.close_reason = self.close_reason or "hub closed the stream"
                 return
-            self.last_seen = time.time()
-            self._watchdog.touch()
-            kind = message.WhichOneof("message")
-            if kind == "ack":
-                ack = message.ack
-                await self._ack_sink.send(
-                    AckRecord(
-                        webhook_id=ack.webhook_id,
-                        success=ack.success,
-                        status_code=ack.status_code,
-                        error_message=ack.error_message,
-                        permanent_failure=ack.permanent_failure,
-                    )
-                )
-            elif kind == "connect":
-                self.close_reason = "second ConnectRequest"
-                raise InvalidArgumentError("ConnectRequest after the stream was authenticated")
-            # A heartbeat (or an empty message from a newer hub) only proves liveness.
+
+    async def _handle(self, message: pb.StreamRequest) -> None:
+        kind = message.WhichOneof("message")
+        if kind == "ack":
+            ack = message.ack
+            record = AckRecord(ack.webhook_id, ack.success, ack.status_code,
+                               ack.error_message, ack.permanent_failure)
+            try:
+                self._ack_sink.send_nowait(record)  # no checkpoint per ack when there is room
+            except trio.WouldBlock:
+                await self._ack_sink.send(record)
+        elif kind == "connect":
+            self.close_reason = "second ConnectRequest"
+            raise InvalidArgumentError("ConnectRequest after the stream was authenticated")
+        # A heartbeat (or an empty message from a newer hub) only proves liveness.
 
     def _on_stale(self) -> None:
         log.warning("hub connection stale: no message for the stale timeout hub_id=%s peer=%s",

@@ -29,11 +29,12 @@ from trio_util import move_on_when
 
 from relayd.config import Endpoint
 from relayd.connection import HubConnection, Lane
+from relayd.envelopes import envelope_head, stream_response
 from relayd.manager import ConnectionManager
 from relayd.store import AckOutcome, Store, StoredWebhook
-from relayd.wire import ORDERED_PIPELINE, pb
+from relayd.wire import ORDERED_PIPELINE
 
-__all__ = ["Dispatcher", "build_envelope"]
+__all__ = ["Dispatcher", "envelope_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -41,21 +42,11 @@ log = logging.getLogger(__name__)
 EXPIRY_SWEEP_SECONDS = 60.0
 
 
-def build_envelope(webhook: StoredWebhook, destination_url: str) -> pb.WebhookEnvelope:
-    """The wire form of a stored webhook; repeated headers are joined with ", "."""
-    headers: dict[str, str] = {}
-    for name, value in webhook.headers:
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    envelope = pb.WebhookEnvelope(
-        id=webhook.id,
-        endpoint_id=webhook.endpoint_id,
-        destination_url=destination_url,
-        headers=headers,
-        payload=webhook.body,
-        attempt=webhook.attempts + 1,
-    )
-    envelope.received_at.FromNanoseconds(round(webhook.received_at * 1e9))
-    return envelope
+def envelope_bytes(webhook: StoredWebhook, destination_url: str) -> bytes:
+    """The serialized ``StreamResponse{webhook}`` that delivers ``webhook`` to the hub."""
+    head = webhook.envelope_head or envelope_head(
+        webhook.id, webhook.endpoint_id, webhook.received_at, webhook.headers)
+    return stream_response(head, webhook.body, destination_url, webhook.attempts + 1)
 
 
 class Dispatcher:
@@ -160,8 +151,12 @@ class Dispatcher:
                     break  # rewound or gone while we were sending: re-read next round
                 lane.in_flight.append(webhook)
                 lane.cursor = webhook.seq
+                data = envelope_bytes(webhook, destination)
                 try:
-                    await conn.send(pb.StreamResponse(webhook=build_envelope(webhook, destination)))
+                    # Queue without a checkpoint while there is room, so the sender finds
+                    # the round's backlog and writes it at once; wait when full.
+                    if not conn.send_nowait(data):
+                        await conn.send(data)
                 except trio.BrokenResourceError:
                     return math.inf
                 log.debug("sent webhook_id=%s endpoint=%s attempt=%d hub_id=%s",
@@ -196,7 +191,10 @@ def _settle(lane: Lane, outcome: AckOutcome) -> None:
         if not lane.orphans[webhook_id]:
             del lane.orphans[webhook_id]
         return
-    index = next((i for i, w in enumerate(lane.in_flight) if w.id == webhook_id), None)
+    if lane.in_flight and lane.in_flight[0].id == webhook_id:
+        index: int | None = 0  # the usual case: acks come in the order sent
+    else:
+        index = next((i for i, w in enumerate(lane.in_flight) if w.id == webhook_id), None)
     if index is None:
         return  # not in flight here (sent on an older connection): nothing to free
     webhook = lane.in_flight[index]

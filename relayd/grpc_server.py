@@ -24,7 +24,7 @@ import trio
 from anyio.streams.tls import TLSListener
 from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
 from purerpc.grpclib.config import GRPCConfiguration
-from purerpc.grpclib.events import RequestReceived
+from purerpc.grpclib.events import RequestEnded, RequestReceived, ResponseEnded, WindowUpdated
 from purerpc.grpclib.exceptions import RpcFailedError
 from purerpc.grpclib.status import Status, StatusCode
 
@@ -34,6 +34,43 @@ from relayd.wire import METHOD_NAME, SERVICE_NAME, pb
 __all__ = ["GrpcServer", "StreamHandler", "TcpConnection"]
 
 log = logging.getLogger(__name__)
+
+
+class _ServerSocket(GRPCProtoSocket):
+    """purerpc's server-side connection, with a cheaper receive loop.
+
+    purerpc's ``_listen`` awaits a checkpoint for every HTTP/2 event it hands to a
+    stream, so a burst of acks from the hub is processed one scheduler round each. The
+    streams' event channels are unbounded, so ``send_nowait`` is equivalent without the
+    round trip: a whole ``recv()`` worth of events is queued at once and the stream
+    handler takes them as a batch (relayd.grpc_stream.receive_messages). Otherwise the
+    same logic as purerpc 0.8.0's ``GRPCSocket._listen``.
+    """
+
+    async def _listen(self):  # type: ignore[no-untyped-def]
+        while True:
+            try:
+                data = await self._socket.recv(self._receive_buffer_size)
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                return
+            events = self._grpc_connection.receive_data(data)
+            await self._socket.flush()
+            for event in events:
+                if isinstance(event, WindowUpdated):
+                    targets = (self._streams.values() if event.stream_id == 0
+                               else [self._streams[event.stream_id]]
+                               if event.stream_id in self._streams else [])
+                    for stream in targets:
+                        await stream._set_flow_control_update()
+                    continue
+                if isinstance(event, RequestReceived):
+                    self._allocate_stream(event.stream_id)
+                stream = self._streams[event.stream_id]
+                stream._incoming_events[0].send_nowait(event)
+                if isinstance(event, RequestReceived):
+                    yield stream
+                elif isinstance(event, RequestEnded | ResponseEnded):
+                    stream._close_remote()
 
 
 class TcpConnection:
@@ -106,7 +143,7 @@ class GrpcServer:
         try:
             with conn.scope:
                 try:
-                    async with GRPCProtoSocket(self._config, sock) as grpc_socket, \
+                    async with _ServerSocket(self._config, sock) as grpc_socket, \
                             trio.open_nursery() as nursery:
                         async for stream in grpc_socket.listen():
                             nursery.start_soon(self._serve_stream, stream, conn)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import trio
 from google.protobuf.message import DecodeError
@@ -19,13 +19,21 @@ from purerpc.grpclib.exceptions import UnauthenticatedError
 
 from relayd.auth import Authenticator
 from relayd.config import RelayConfig
-from relayd.connection import HubConnection, _Stream
+from relayd.connection import HubConnection
 from relayd.grpc_server import TcpConnection
+from relayd.grpc_stream import BatchStream
 from relayd.manager import ConnectionManager
 from relayd.store import AckRecord
 from relayd.wire import pb
 
 __all__ = ["RelayStreamHandler"]
+
+
+class _RawStream(Protocol):
+    """purerpc's server stream, message by message (the authentication phase)."""
+
+    async def send_message(self, message: pb.StreamResponse) -> None: ...
+    async def receive_message(self) -> pb.StreamRequest | None: ...
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +59,7 @@ class RelayStreamHandler:
         self._clock = clock
         self.rejected = 0
 
-    async def __call__(self, stream: _Stream, transport: TcpConnection) -> None:
+    async def __call__(self, stream: _RawStream, transport: TcpConnection) -> None:
         request = await self._receive_connect(stream, transport)
         if request is None:
             return
@@ -68,7 +76,7 @@ class RelayStreamHandler:
             hub_id=hub_id,
             endpoint_ids=endpoint_ids,
             capabilities=frozenset(request.capabilities),
-            stream=stream,
+            stream=BatchStream(stream),  # type: ignore[arg-type]
             transport=transport,
             ack_sink=self._ack_sink,
             buffer_size=self._relay.buffer_size,
@@ -85,7 +93,7 @@ class RelayStreamHandler:
         finally:
             self._manager.detach(conn)
 
-    async def _receive_connect(self, stream: _Stream, transport: TcpConnection
+    async def _receive_connect(self, stream: _RawStream, transport: TcpConnection
                                ) -> pb.ConnectRequest | None:
         with trio.move_on_after(self._relay.connect_timeout):
             try:
@@ -99,7 +107,7 @@ class RelayStreamHandler:
             return first.connect
         await self._reject(stream, transport, "no ConnectRequest within the connect timeout")
 
-    async def _reject(self, stream: _Stream, transport: TcpConnection, reason: str,
+    async def _reject(self, stream: _RawStream, transport: TcpConnection, reason: str,
                       hub_id: str = "") -> NoReturn:
         self.rejected += 1
         log.warning("hub authentication failed hub_id=%.64r peer=%s reason=%s", hub_id,

@@ -64,7 +64,7 @@ class ConnectionManager:
         if conn is None:
             raise NotConnected
         try:
-            await conn.send(pb.StreamResponse(webhook=webhook))
+            await conn.send(pb.StreamResponse(webhook=webhook).SerializeToString())
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise NotConnected from None
 

@@ -196,11 +196,12 @@ class _FakeEdgeStream:
         except trio.EndOfChannel:
             return None
 
-    async def send_message(self, message: object) -> None:
-        if message.WhichOneof("message") == "ack":  # type: ignore[attr-defined]
-            self.acks.append(message.ack)  # type: ignore[attr-defined]
-            self.got_ack.set()
-            self.got_ack = trio.Event()
+    async def send_messages(self, messages: list[object]) -> None:
+        for message in messages:
+            if message.WhichOneof("message") == "ack":  # type: ignore[attr-defined]
+                self.acks.append(message.ack)  # type: ignore[attr-defined]
+                self.got_ack.set()
+                self.got_ack = trio.Event()
 
     async def close(self) -> None:
         pass

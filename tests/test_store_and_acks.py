@@ -132,3 +132,21 @@ async def test_store_calls_do_not_block_the_event_loop(store: Store) -> None:
         await store.insert_webhooks(webhooks(20000, "bulk"))
         nursery.cancel_scope.cancel()
     assert ticks > 10
+
+
+def test_prebuilt_envelope_bytes_equal_the_protobuf_message() -> None:
+    from relayd.envelopes import envelope_head, stream_response
+    from relayd.wire import pb
+
+    headers = [("content-type", "application/json"), ("x-tag", "a"), ("x-tag", "b")]
+    head = envelope_head("w1", "alpha", 1_700_000_000.123456, headers)
+    body = bytes(range(256)) * 600  # long enough for multi-byte length varints
+    data = stream_response(head, body, "http://dest/alpha", 300)
+    expected = pb.WebhookEnvelope(id="w1", endpoint_id="alpha",
+                                  destination_url="http://dest/alpha",
+                                  headers={"content-type": "application/json", "x-tag": "a, b"},
+                                  payload=body, attempt=300)
+    expected.received_at.FromNanoseconds(1_700_000_000_123_456_000)
+    assert pb.StreamResponse.FromString(data) == pb.StreamResponse(webhook=expected)
+    empty = pb.StreamResponse.FromString(stream_response(head, b"", "", 1))
+    assert empty.webhook.payload == b"" and empty.webhook.attempt == 1

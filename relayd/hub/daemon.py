@@ -20,6 +20,7 @@ from purerpc.grpclib.exceptions import GRPCError
 
 from relayd.auth import sign
 from relayd.grpc_client import open_relay_stream
+from relayd.grpc_stream import BatchStream
 from relayd.hub.backoff import Backoff
 from relayd.hub.config import HubConfig
 from relayd.hub.recent import RecentIds
@@ -134,7 +135,8 @@ class RelayHub:
                         up_since = trio.current_time()
                         self.connections += 1
                         log.info("connected to the edge hub_id=%s edge=%s", hub.id, hub.edge_url)
-                        self.session = HubSession(stream, hub, self.config.destinations, client,
+                        self.session = HubSession(BatchStream(stream), hub,
+                                                  self.config.destinations, client,
                                                   self.recent, limiter)
                         await self.session.run(self._stop)
                         reason = self.session.end_reason

@@ -18,6 +18,7 @@ import httpx
 import trio
 from trio_util import AsyncValue
 
+from relayd.batching import take_batch
 from relayd.heartbeat import StaleWatchdog, send_heartbeats
 from relayd.hub.config import HubSettings
 from relayd.hub.delivery import DeliveryResult, deliver
@@ -150,8 +151,10 @@ class HubSession:
     async def _sender(self) -> None:
         try:
             async with self._outbound_receive:
-                async for message in self._outbound_receive:
-                    await self._stream.send_message(message)  # type: ignore[attr-defined]
+                async for first in self._outbound_receive:
+                    # acks that queued up while the last write ran go out in one write
+                    batch = take_batch(first, self._outbound_receive, OUTBOUND_BUFFER)
+                    await self._stream.send_messages(batch)  # type: ignore[attr-defined]
         finally:
             self._sender_done.set()
 
