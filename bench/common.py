@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 import sys
 import time
 import tomllib
@@ -16,12 +15,13 @@ from typing import Any
 import httpx
 import trio
 
-from relayd.store import Store
+from relayd.store import NewWebhook, Store
 
 BIN = Path(sys.executable).parent
 BENCH = Path(__file__).resolve().parent
 SECRET = "bench-secret"
 PAYLOAD = b"x" * 1024
+FILL_BATCH = 10_000
 
 
 def free_port() -> int:
@@ -122,23 +122,19 @@ def peak_rss_mb(pid: int) -> float:
 
 async def fill_pending(db: Path, endpoints: Sequence[str], count: int,
                        body: bytes = PAYLOAD) -> None:
-    """Create relayd's schema in ``db`` and insert ``count`` pending webhooks round-robin."""
+    """Store ``count`` pending webhooks round-robin over ``endpoints``, the way relayd's
+    ingest path stores them (`Store.insert_webhooks`, in batches)."""
     store = await Store.open(db)
-    await store.aclose()
-
-    def insert() -> None:
-        now = time.time()
-        conn = sqlite3.connect(db)
-        with conn:
-            conn.executemany(
-                "INSERT INTO webhooks (id, endpoint_id, method, headers, body, received_at,"
-                " status, updated_at) VALUES (?, ?, 'POST', "
-                "'[[\"content-type\", \"application/json\"]]', ?, ?, 'pending', ?)",
-                ((f"b{i:08d}", endpoints[i % len(endpoints)], body, now, now)
-                 for i in range(count)))
-        conn.close()
-
-    await trio.to_thread.run_sync(insert)
+    now = time.time()
+    headers = [("content-type", "application/json"), ("user-agent", "bench")]
+    try:
+        for start in range(0, count, FILL_BATCH):
+            await store.insert_webhooks([
+                NewWebhook(f"b{i:08d}", endpoints[i % len(endpoints)], "POST", headers, body,
+                           now)
+                for i in range(start, min(count, start + FILL_BATCH))])
+    finally:
+        await store.aclose()
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

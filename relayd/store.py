@@ -67,7 +67,7 @@ class StoredWebhook(NamedTuple):
     id: str
     endpoint_id: str
     method: str
-    headers: tuple[tuple[str, str], ...]
+    headers_json: str  # [[name, value], ...]; parsed only when needed (`headers`)
     body: bytes
     received_at: float
     attempts: int
@@ -75,6 +75,10 @@ class StoredWebhook(NamedTuple):
     # id, endpoint, arrival time and headers already serialized (relayd.envelopes);
     # None for a row written without it (by another program, or before schema 2).
     envelope_head: bytes | None = None
+
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        return tuple((str(k), str(v)) for k, v in json.loads(self.headers_json))
 
 
 class AckRecord(NamedTuple):
@@ -403,7 +407,7 @@ def _stored(row: tuple[object, ...]) -> StoredWebhook:
         id=str(wid),
         endpoint_id=str(endpoint_id),
         method=str(method),
-        headers=tuple((str(k), str(v)) for k, v in json.loads(str(headers))),
+        headers_json=str(headers),
         body=bytes(body),  # type: ignore[arg-type]
         received_at=float(received_at),  # type: ignore[arg-type]
         attempts=int(attempts),  # type: ignore[call-overload]
