@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -56,7 +56,7 @@ class MessageStream(Protocol):
 
 @dataclass
 class Lane:
-    """Dispatch state of one endpoint on one connection."""
+    """Dispatch state of one endpoint on one connection: what is in flight, in send order."""
 
     in_flight: deque[StoredWebhook] = field(default_factory=deque)
     # seq of the last webhook handed to the hub; the next read starts after it.
@@ -67,6 +67,54 @@ class Lane:
     # Webhooks dropped from in_flight by a rewind whose ack (for that earlier copy) is
     # still to come: the next ack naming one belongs to the old copy, not the resent one.
     orphans: Counter[str] = field(default_factory=Counter)
+    _ids: set[str] = field(default_factory=set)
+
+    def push(self, webhook: StoredWebhook) -> None:
+        """``webhook`` was handed to the hub."""
+        self.in_flight.append(webhook)
+        self._ids.add(webhook.id)
+        self.cursor = webhook.seq
+
+    def holds(self, webhook_id: str) -> bool:
+        return webhook_id in self._ids
+
+    def release_head(self, webhook_id: str) -> bool:
+        """Free the oldest in-flight webhook if it is ``webhook_id`` (not an old copy's ack)."""
+        if self.in_flight and self.in_flight[0].id == webhook_id \
+                and not self.orphans[webhook_id]:
+            self._ids.discard(self.in_flight.popleft().id)
+            return True
+        return False
+
+    def release(self, webhook_id: str) -> None:
+        """Free ``webhook_id`` wherever it is in the window."""
+        if not self.release_head(webhook_id):
+            index = next(i for i, w in enumerate(self.in_flight) if w.id == webhook_id)
+            del self.in_flight[index]
+            self._ids.discard(webhook_id)
+
+    def rewind_to(self, webhook_id: str) -> None:
+        """``webhook_id`` and everything sent after it go back to pending, in order.
+
+        The later ones' acks (for these copies) are still to come: they become orphans.
+        """
+        while self.in_flight[-1].id != webhook_id:
+            dropped = self.in_flight.pop()
+            self._ids.discard(dropped.id)
+            self.orphans[dropped.id] += 1
+        webhook = self.in_flight.pop()
+        self._ids.discard(webhook_id)
+        self.cursor = webhook.seq - 1
+        self.generation += 1
+
+    def consume_orphan(self, webhook_id: str) -> bool:
+        """True (and forget it) if an ack for ``webhook_id`` belongs to a dropped copy."""
+        if not self.orphans[webhook_id]:
+            return False
+        self.orphans[webhook_id] -= 1
+        if not self.orphans[webhook_id]:
+            del self.orphans[webhook_id]
+        return True
 
 
 class HubConnection:
@@ -81,6 +129,7 @@ class HubConnection:
         stream: MessageStream,
         transport: TransportControl,
         ack_sink: trio.MemorySendChannel[AckRecord],
+        on_delivered: Callable[[], None] = lambda: None,
         buffer_size: int,
         heartbeat_interval: float,
         stale_timeout: float,
@@ -97,6 +146,7 @@ class HubConnection:
         self._stream = stream
         self._transport = transport
         self._ack_sink = ack_sink
+        self._on_delivered = on_delivered
         self._heartbeat_interval = heartbeat_interval
         # serialized StreamResponses (webhooks are serialized by the dispatcher)
         self._outbound_send, self._outbound_receive = trio.open_memory_channel[bytes](
@@ -177,16 +227,23 @@ class HubConnection:
             if messages:
                 self.last_seen = time.time()
                 self._watchdog.touch()
+            released = False
             for message in messages:
-                await self._handle(message)
+                released |= await self._handle(message)
+            if released:
+                self._on_delivered()
             if ended:
                 self.close_reason = self.close_reason or "hub closed the stream"
                 return
 
-    async def _handle(self, message: pb.StreamRequest) -> None:
+    async def _handle(self, message: pb.StreamRequest) -> bool:
+        """Act on one hub message; True if it freed an in-flight slot."""
         kind = message.WhichOneof("message")
+        released = False
         if kind == "ack":
             ack = message.ack
+            if ack.success:
+                released = self._release(ack.webhook_id)
             record = AckRecord(ack.webhook_id, ack.success, ack.status_code,
                                ack.error_message, ack.permanent_failure)
             try:
@@ -197,6 +254,18 @@ class HubConnection:
             self.close_reason = "second ConnectRequest"
             raise InvalidArgumentError("ConnectRequest after the stream was authenticated")
         # A heartbeat (or an empty message from a newer hub) only proves liveness.
+        return released
+
+    def _release(self, webhook_id: str) -> bool:
+        """A delivered webhook leaves its endpoint's window as soon as the ack arrives.
+
+        Its slot need not wait for the ack writer's commit: the next read starts after the
+        cursor, so it is not sent again, and the database records it shortly after. Only
+        failures (which rewind the endpoint) wait for their commit. Acks come in the order
+        sent, so the webhook is at the head of its lane; anything else is left to the ack
+        writer's outcome.
+        """
+        return any(lane.release_head(webhook_id) for lane in self.lanes.values())
 
     def _on_stale(self) -> None:
         log.warning("hub connection stale: no message for the stale timeout hub_id=%s peer=%s",

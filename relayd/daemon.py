@@ -88,7 +88,8 @@ class Relayd:
                 batcher = self.batcher = IngestBatcher(store, on_stored=on_stored)
                 handler = RelayStreamHandler(
                     authenticator=Authenticator(cfg.hub.id, cfg.hub.secret, relay.auth_window),
-                    manager=self.manager, ack_sink=ack_writer.sink, relay=relay,
+                    manager=self.manager, ack_sink=ack_writer.sink,
+                    on_delivered=dispatcher.wake, relay=relay,
                     endpoint_ids=[ep.id for ep in cfg.endpoints],
                 )
                 # Twice the connect timeout: the stream handler answers a late or bad

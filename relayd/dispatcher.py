@@ -149,8 +149,7 @@ class Dispatcher:
                     break
                 if lane.generation != generations[endpoint_id] or conn.closed.is_set():
                     break  # rewound or gone while we were sending: re-read next round
-                lane.in_flight.append(webhook)
-                lane.cursor = webhook.seq
+                lane.push(webhook)
                 data = envelope_bytes(webhook, destination)
                 try:
                     # Queue without a checkpoint while there is room, so the sender finds
@@ -184,27 +183,11 @@ REWIND_OUTCOMES = frozenset({"retry", "skipped", "dead_letter"})
 def _settle(lane: Lane, outcome: AckOutcome) -> None:
     """Apply one ack outcome to an endpoint's in-flight state on the current connection."""
     webhook_id = outcome.webhook_id
-    if lane.orphans[webhook_id]:
-        # The ack of a copy dropped by an earlier rewind (a pipelining hub acks every copy,
-        # in order); the copy in flight now gets its own ack later.
-        lane.orphans[webhook_id] -= 1
-        if not lane.orphans[webhook_id]:
-            del lane.orphans[webhook_id]
+    if lane.consume_orphan(webhook_id) or not lane.holds(webhook_id):
+        # The ack of a copy dropped by a rewind, or of one already released on arrival or
+        # sent on an older connection: nothing in flight to change.
         return
-    if lane.in_flight and lane.in_flight[0].id == webhook_id:
-        index: int | None = 0  # the usual case: acks come in the order sent
-    else:
-        index = next((i for i, w in enumerate(lane.in_flight) if w.id == webhook_id), None)
-    if index is None:
-        return  # not in flight here (sent on an older connection): nothing to free
-    webhook = lane.in_flight[index]
     if outcome.outcome in REWIND_OUTCOMES:
-        # It and every later in-flight webhook go back to pending; the cursor restarts at
-        # it, so order is kept. The later ones' acks are still coming: remember them.
-        while len(lane.in_flight) > index + 1:
-            lane.orphans[lane.in_flight.pop().id] += 1
-        lane.in_flight.pop()
-        lane.cursor = webhook.seq - 1
-        lane.generation += 1
+        lane.rewind_to(webhook_id)
     else:
-        del lane.in_flight[index]
+        lane.release(webhook_id)

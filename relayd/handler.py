@@ -47,6 +47,7 @@ class RelayStreamHandler:
         authenticator: Authenticator,
         manager: ConnectionManager,
         ack_sink: trio.MemorySendChannel[AckRecord],
+        on_delivered: Callable[[], None] = lambda: None,
         relay: RelayConfig,
         endpoint_ids: Collection[str],
         clock: Callable[[], float] = time.time,
@@ -54,6 +55,7 @@ class RelayStreamHandler:
         self._auth = authenticator
         self._manager = manager
         self._ack_sink = ack_sink
+        self._on_delivered = on_delivered
         self._relay = relay
         self._endpoint_ids = frozenset(endpoint_ids)
         self._clock = clock
@@ -79,6 +81,7 @@ class RelayStreamHandler:
             stream=BatchStream(stream),  # type: ignore[arg-type]
             transport=transport,
             ack_sink=self._ack_sink,
+            on_delivered=self._on_delivered,
             buffer_size=self._relay.buffer_size,
             heartbeat_interval=self._relay.heartbeat_interval,
             stale_timeout=self._relay.stale_timeout,
