@@ -378,7 +378,7 @@ def table(rows: list[Row]) -> str:
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         baseline = f"{r.baseline:,.1f} ({r.baseline_what})" if r.baseline is not None else ""
-        ratio = f"{r.ratio:.2f}" if r.ratio is not None else ""
+        ratio = f"{r.ratio:.3g}" if r.ratio is not None else ""
         met = "" if r.met is None else ("yes" if r.met else "**no**")
         lines.append(f"| {r.scenario} | {r.what} | {r.value:,.1f} {r.unit} | {baseline} | "
                      f"{ratio} | {r.target} | {met} |")
