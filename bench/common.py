@@ -34,6 +34,7 @@ def write_edge_config(folder: Path, endpoints: Sequence[str], *,
                       destination: str = "http://127.0.0.1:9", **relay: Any) -> Path:
     """A relayd.toml in ``folder`` on fresh ports (database ``folder/relayd.db``)."""
     (folder / "hub.secret").write_text(SECRET)
+    (folder / "hub.secret").chmod(0o600)
     relay_lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in relay.items())
     text = (f'[relay]\ngrpc_listen = "127.0.0.1:{free_port()}"\n{relay_lines}'
             f'[ingress]\nlisten = "127.0.0.1:{free_port()}"\n'

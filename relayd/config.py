@@ -77,6 +77,7 @@ class AdminConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     path: Path = Path("/var/lib/relayd/relayd.db")
+    busy_timeout: float = 5.0
 
 
 @dataclass(frozen=True)

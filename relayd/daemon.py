@@ -73,7 +73,8 @@ class Relayd:
         cfg = self.config
         relay = cfg.relay
         store = self.store = await Store.open(
-            cfg.store.path, RetryPolicy(relay.retry_initial, relay.retry_max, relay.max_age)
+            cfg.store.path, RetryPolicy(relay.retry_initial, relay.retry_max, relay.max_age),
+            busy_timeout=cfg.store.busy_timeout,
         )
         try:
             await self._warn_orphans(store)

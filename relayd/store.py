@@ -42,7 +42,8 @@ __all__ = [
 PENDING, DELIVERED, FAILED, DEAD_LETTER = "pending", "delivered", "failed", "dead_letter"
 STATUSES = (PENDING, DELIVERED, FAILED, DEAD_LETTER)
 SCHEMA_VERSION = 2
-# Seconds a connection waits on a lock held by another process before SQLITE_BUSY.
+# Default seconds a connection waits on a lock held by another process before giving up
+# (the ingress then answers 503).
 BUSY_TIMEOUT_SECONDS = 5.0
 # Longest error text kept per webhook.
 MAX_ERROR_CHARS = 500
@@ -126,9 +127,11 @@ class RetryPolicy:
 class Store:
     """The webhook table. Open with `Store.open` (off the event loop), close with `aclose`."""
 
-    def __init__(self, path: Path, retry: RetryPolicy) -> None:
+    def __init__(self, path: Path, retry: RetryPolicy,
+                 busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
         self.path = path
         self.retry = retry
+        self.busy_timeout = busy_timeout
         self._write_db: sqlite_utils.Database | None = None
         self._read_dispatch: sqlite3.Connection | None = None
         self._read_status: sqlite3.Connection | None = None
@@ -137,14 +140,15 @@ class Store:
         self._status_lock = trio.CapacityLimiter(1)
 
     @classmethod
-    async def open(cls, path: Path, retry: RetryPolicy = RetryPolicy()) -> Store:
+    async def open(cls, path: Path, retry: RetryPolicy = RetryPolicy(),
+                   busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> Store:
         """Open (creating or migrating) the database at ``path``."""
-        store = cls(path, retry)
+        store = cls(path, retry, busy_timeout)
         await trio.to_thread.run_sync(store._open_sync)
         return store
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT_SECONDS)
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=self.busy_timeout)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import tomllib
 import types
 import typing
@@ -127,8 +128,8 @@ def read_secret(secret_file: Path | None, *, file_key: str, env_name: str,
                 environ: Mapping[str, str]) -> bytes:
     """The secret from ``environ[env_name]`` if set, else the stripped content of the file.
 
-    A missing or empty secret is a `ConfigError` naming where it looked; it never
-    includes the secret itself.
+    A missing or empty secret, or a file other users may read, is a `ConfigError` naming
+    where it looked; it never includes the secret itself.
     """
     from_env = environ.get(env_name, "").strip()
     if from_env:
@@ -136,6 +137,12 @@ def read_secret(secret_file: Path | None, *, file_key: str, env_name: str,
     if secret_file is None:
         raise ConfigError(f"{file_key}: empty, and {env_name} is not set: no secret")
     try:
+        mode = secret_file.stat().st_mode
+        if mode & 0o007:
+            raise ConfigError(
+                f"{file_key}: {secret_file} is accessible to other users (mode "
+                f"{stat.S_IMODE(mode):04o}); restrict it, e.g. chmod 600 (or 640 with a "
+                "group the daemon runs in)")
         text = secret_file.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         raise ConfigError(f"{file_key}: {secret_file} does not exist "

@@ -67,6 +67,7 @@ def main() -> None:
         dest_port = destination.server_address[1]
         threading.Thread(target=destination.serve_forever, daemon=True).start()
         (tmp / "hub.secret").write_text("demo-secret-change-me\n")
+        (tmp / "hub.secret").chmod(0o600)
         (tmp / "relayd.toml").write_text(f"""
 [relay]
 grpc_listen = "127.0.0.1:{grpc}"

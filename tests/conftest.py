@@ -18,7 +18,8 @@ async def edge(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Relayd]:
     yield daemon
 
 
-async def start_edge(nursery: trio.Nursery, tmp_path: Path, **relay: object) -> Relayd:
-    daemon = Relayd(make_config(tmp_path, **relay))
+async def start_edge(nursery: trio.Nursery, tmp_path: Path, *,
+                     store: dict[str, object] | None = None, **relay: object) -> Relayd:
+    daemon = Relayd(make_config(tmp_path, store=store, **relay))
     await nursery.start(daemon.run)
     return daemon

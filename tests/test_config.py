@@ -73,6 +73,7 @@ def test_port_zero_is_allowed(tmp_path: Path) -> None:
 
 def test_secret_from_file_is_stripped_and_env_overrides(tmp_path: Path) -> None:
     (tmp_path / "hub.secret").write_text("  file-secret\n")
+    (tmp_path / "hub.secret").chmod(0o600)
     path = write(tmp_path, "[hub]\nsecret_file = \"hub.secret\"\n")
     assert load_config(path, environ={}).hub.secret == b"file-secret"
     assert load_config(path, environ=ENV).hub.secret == b"from-env"
@@ -84,8 +85,23 @@ def test_missing_or_empty_secret_names_where_it_looked(tmp_path: Path) -> None:
                                           r"RELAYD_HUB_SECRET"):
         load_config(path, environ={})
     (tmp_path / "hub.secret").write_text("\n")
+    (tmp_path / "hub.secret").chmod(0o600)
     with pytest.raises(ConfigError, match="is empty"):
         load_config(path, environ={})
+
+
+def test_secret_file_readable_by_others_is_refused_naming_file_and_mode(tmp_path: Path) -> None:
+    secret = tmp_path / "hub.secret"
+    secret.write_text("s3cret\n")
+    path = write(tmp_path, "[hub]\nsecret_file = \"hub.secret\"\n")
+    for mode in (0o644, 0o604, 0o601):
+        secret.chmod(mode)
+        with pytest.raises(ConfigError, match=rf"hub.secret_file: .*hub.secret is accessible "
+                                              rf"to other users \(mode 0{mode:o}\)") as info:
+            load_config(path, environ={})
+        assert "s3cret" not in str(info.value)
+    secret.chmod(0o640)  # group-readable is fine: the daemon's group
+    assert load_config(path, environ={}).hub.secret == b"s3cret"
 
 
 def test_secret_is_not_in_repr(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ READY = re.compile(r"relayd ready grpc=(\S+) ingress=(\S+) admin=(\S+)")
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
     (tmp_path / "hub.secret").write_text("process-test-secret\n")
+    (tmp_path / "hub.secret").chmod(0o600)
     config = tmp_path / "relayd.toml"
     config.write_text(f"""
 [relay]

@@ -211,6 +211,7 @@ async def test_hub_with_wrong_secret_is_rejected_and_good_hub_keeps_working(
     await system.start_edge()
     await system.start_hub()
     (system.tmp / "bad.secret").write_text("not-the-secret\n")
+    (system.tmp / "bad.secret").chmod(0o600)
     intruder = system.make_hub("intruder", "bad.secret")
     await intruder.start()
     try:
@@ -233,6 +234,7 @@ async def test_relay_hub_check_reports_accepted_and_rejected(system: System) -> 
                                   capture_stderr=True)
     assert good.stdout.decode().startswith("ok: authenticated to http://127.0.0.1:")
     (system.tmp / "bad.secret").write_text("nope\n")
+    (system.tmp / "bad.secret").chmod(0o600)
     bad_hub = system.make_hub("bad", "bad.secret")
     bad = await trio.run_process([*bad_hub.args, "--check"], capture_stdout=True,
                                  capture_stderr=True, check=False)

@@ -55,6 +55,7 @@ def test_bad_hub_config_names_the_key(tmp_path: Path, text: str, message: str) -
 
 def test_hub_secret_from_file_or_environment(tmp_path: Path) -> None:
     (tmp_path / "s").write_text("\n from-file \n")
+    (tmp_path / "s").chmod(0o600)
     path = write(tmp_path, "[hub]\nsecret_file = \"s\"\n")
     assert load_hub_config(path, environ={}).hub.secret == b"from-file"
     assert load_hub_config(path, environ=ENV).hub.secret == b"hub-env-secret"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import trio
@@ -112,3 +113,46 @@ async def test_concurrent_posts_share_commits(edge: Relayd) -> None:
     assert (await edge.store.counts())["pending"] == 64
     # group commit: fewer transactions than requests
     assert edge.batcher.batches - before < 64
+
+
+async def run_on_writer(edge: Relayd, sql: str) -> None:
+    """Run ``sql`` on the daemon's write connection, between its transactions."""
+    store = edge.store
+    async with store._write_lock:
+        await trio.to_thread.run_sync(store._write_db.conn.execute, sql)
+
+
+async def test_database_locked_by_another_process_is_503_and_recovers(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    from tests.conftest import start_edge
+
+    edge = await start_edge(nursery, tmp_path, store={"busy_timeout": 0.2})
+    other = sqlite3.connect(edge.config.store.path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another program holds the write lock
+    try:
+        response = await post(edge.addresses.ingress, "alpha", b"locked out")
+        assert response.status_code == 503
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert (await post(edge.addresses.ingress, "alpha", b"back")).status_code == 202
+    assert (await edge.store.counts())["pending"] == 1
+
+
+async def test_disk_full_is_503_daemon_stays_up_and_recovers(edge: Relayd) -> None:
+    assert (await post(edge.addresses.ingress, "alpha", b"first")).status_code == 202
+    # cap the database at its current size: the next insert finds the "disk" full
+    pages = edge.store._write_db.conn.execute("PRAGMA page_count").fetchone()[0]
+    await run_on_writer(edge, f"PRAGMA max_page_count = {pages}")
+    big = b"z" * 60_000
+    responses = [await post(edge.addresses.ingress, "alpha", big) for _ in range(3)]
+    assert [r.status_code for r in responses] == [503, 503, 503]
+    async with httpx.AsyncClient() as client:  # still serving
+        status = await client.get(f"http://{edge.addresses.admin}/api/status")
+    assert status.status_code == 200 and status.json()["queue"]["pending"] == 1
+    await run_on_writer(edge, "PRAGMA max_page_count = 1073741823")
+    assert (await post(edge.addresses.ingress, "alpha", big)).status_code == 202
+    assert (await edge.store.counts())["pending"] == 2
