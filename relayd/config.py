@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 SECRET_ENV = "RELAYD_HUB_SECRET"
+# Largest body relayd accepts: purerpc hubs receive messages of up to 32 MiB.
+MAX_BODY_LIMIT = 16 * 1024 * 1024
 ENDPOINT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -61,12 +63,15 @@ class RelayConfig:
     shutdown_grace: float = 3.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    max_connections: int = 256
+    max_connections_per_peer: int = 8
 
 
 @dataclass(frozen=True)
 class IngressConfig:
     listen: ListenAddress = ListenAddress("0.0.0.0", 8080)
     max_body_bytes: int = 4 * 1024 * 1024
+    read_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,10 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path = Path("."),
         raise ConfigError("relay.tls_cert: tls_cert and tls_key must be set together")
     if relay.retry_max < relay.retry_initial:
         raise ConfigError("relay.retry_max: must be >= relay.retry_initial")
+    ingress = build_section(raw, "ingress", IngressConfig, base_dir)
+    if ingress.max_body_bytes > MAX_BODY_LIMIT:
+        raise ConfigError(f"ingress.max_body_bytes: at most {MAX_BODY_LIMIT} (a webhook travels "
+                          "to the hub as one gRPC message)")
     hub = build_section(raw, "hub", HubConfig, base_dir)
     if not hub.id:
         raise ConfigError("hub.id: must not be empty")
@@ -138,7 +147,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path = Path("."),
         hub = dataclasses.replace(hub, secret=secret)
     return Config(
         relay=relay,
-        ingress=build_section(raw, "ingress", IngressConfig, base_dir),
+        ingress=ingress,
         admin=build_section(raw, "admin", AdminConfig, base_dir),
         store=build_section(raw, "store", StoreConfig, base_dir),
         hub=hub,

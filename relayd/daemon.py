@@ -23,6 +23,7 @@ from relayd.auth import Authenticator
 from relayd.config import Config, ListenAddress
 from relayd.dispatcher import Dispatcher
 from relayd.grpc_server import GrpcServer
+from relayd.guard import PeerGuard
 from relayd.handler import RelayStreamHandler
 from relayd.http import serve_http
 from relayd.ingest import IngestBatcher
@@ -87,11 +88,13 @@ class Relayd:
                 # wake_on_ingest = false gives the seed's poll-only dispatch (benchmarks).
                 on_stored = dispatcher.wake if relay.wake_on_ingest else (lambda: None)
                 batcher = self.batcher = IngestBatcher(store, on_stored=on_stored)
+                guard = PeerGuard(max_connections=relay.max_connections,
+                                  max_per_peer=relay.max_connections_per_peer)
                 handler = RelayStreamHandler(
                     authenticator=Authenticator(cfg.hub.id, cfg.hub.secret, relay.auth_window),
                     manager=self.manager, ack_sink=ack_writer.sink,
                     on_delivered=dispatcher.wake, relay=relay,
-                    endpoint_ids=[ep.id for ep in cfg.endpoints],
+                    endpoint_ids=[ep.id for ep in cfg.endpoints], guard=guard,
                 )
                 # Twice the connect timeout: the stream handler answers a late or bad
                 # ConnectRequest first, then the unauthenticated socket is closed.
@@ -100,9 +103,10 @@ class Relayd:
                     tls = server_context(relay.tls_cert, relay.tls_key)
                 grpc = self.grpc_server = GrpcServer(
                     relay.grpc_listen, handler, unauthenticated_timeout=2 * relay.connect_timeout,
-                    ssl_context=tls,
+                    guard=guard, ssl_context=tls,
                 )
 
+                await root.start(guard.run)
                 ack_done = await _start_tracked(root, ack_writer.run)
                 batcher_done = await _start_tracked(root, batcher.run)
                 dispatch_scope = trio.CancelScope()
@@ -158,7 +162,8 @@ class Relayd:
         try:
             await serve_http(app, cfg.ingress.listen, name="ingress",
                              shutdown_trigger=self._ingress_stop.wait,
-                             graceful_seconds=cfg.relay.shutdown_grace, task_status=task_status)
+                             graceful_seconds=cfg.relay.shutdown_grace,
+                             read_timeout=cfg.ingress.read_timeout, task_status=task_status)
         finally:
             done.set()
 

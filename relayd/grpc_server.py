@@ -8,7 +8,8 @@ protocol layer (`GRPCProtoSocket`):
 - each TCP connection runs inside its own cancel scope (`TcpConnection.abort`), and its
   socket is force-closed when it ends, however it ends;
 - each HTTP/2 stream is routed by path; only ``/relay.v1.RelayService/Stream`` exists;
-- a connection's error is logged once and stays inside that connection.
+- a connection's error stays inside that connection; limits per peer and in total, and
+  failure logging that cannot be flooded, are `relayd.guard.PeerGuard`'s.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import anyio.abc
 import trio
-from anyio.streams.tls import TLSListener
+from anyio.streams.tls import TLSStream
 from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
 from purerpc.grpclib.config import GRPCConfiguration
 from purerpc.grpclib.events import RequestEnded, RequestReceived, ResponseEnded, WindowUpdated
@@ -29,11 +30,15 @@ from purerpc.grpclib.exceptions import RpcFailedError
 from purerpc.grpclib.status import Status, StatusCode
 
 from relayd.config import ListenAddress
+from relayd.guard import PeerGuard
 from relayd.wire import METHOD_NAME, SERVICE_NAME, pb
 
 __all__ = ["GrpcServer", "StreamHandler", "TcpConnection"]
 
 log = logging.getLogger(__name__)
+
+# Largest message relayd accepts from a hub (its messages are far smaller).
+MAX_INBOUND_MESSAGE = 1024 * 1024
 
 
 class _ServerSocket(GRPCProtoSocket):
@@ -80,7 +85,8 @@ class TcpConnection:
     TCP and never completes a ConnectRequest does not keep a socket forever.
     """
 
-    def __init__(self, peer: str, unauthenticated_deadline: float) -> None:
+    def __init__(self, host: str, peer: str, unauthenticated_deadline: float) -> None:
+        self.host = host
         self.peer = peer
         self.scope = trio.CancelScope(deadline=unauthenticated_deadline)
 
@@ -94,28 +100,33 @@ class TcpConnection:
 StreamHandler = Callable[[GRPCProtoStream, TcpConnection], Awaitable[None]]
 
 
-def _format_peer(stream: anyio.abc.SocketStream) -> str:
+def _peer(stream: anyio.abc.SocketStream) -> tuple[str, str]:
+    """(host, "host:port") of the remote end."""
     try:
         address = stream.extra(anyio.abc.SocketAttribute.remote_address)
     except anyio.TypedAttributeLookupError:
-        return "unknown"
+        return "unknown", "unknown"
     if isinstance(address, tuple):
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(address)
+        host, port = str(address[0]), address[1]
+        return host, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(address), str(address)
 
 
 class GrpcServer:
     """Serves the relay service on ``listen``; `run` reports the bound address."""
 
     def __init__(self, listen: ListenAddress, handler: StreamHandler, *,
-                 unauthenticated_timeout: float, ssl_context: ssl.SSLContext | None = None
-                 ) -> None:
+                 unauthenticated_timeout: float, guard: PeerGuard,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self._listen = listen
         self._unauthenticated_timeout = unauthenticated_timeout
         self._handler = handler
+        self._guard = guard
         self._ssl_context = ssl_context
-        self._config = GRPCConfiguration(client_side=False)
+        # Hub -> edge messages are small (ConnectRequest, acks, heartbeats): a low inbound
+        # limit keeps an unauthenticated peer from making relayd buffer a 32 MiB message.
+        self._config = GRPCConfiguration(client_side=False,
+                                         max_message_length=MAX_INBOUND_MESSAGE)
         self.connections: set[TcpConnection] = set()
 
     async def run(self, *, task_status: trio.TaskStatus[ListenAddress] = trio.TASK_STATUS_IGNORED
@@ -124,10 +135,6 @@ class GrpcServer:
             local_host=self._listen.host, local_port=self._listen.port
         )
         port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        if self._ssl_context is not None:
-            listener = _TLSListener(listener, self._ssl_context,  # type: ignore[assignment]
-                                    standard_compatible=False,
-                                    handshake_timeout=self._unauthenticated_timeout)
         async with listener:
             task_status.started(ListenAddress(self._listen.host, port))
             await listener.serve(self._serve_connection)
@@ -137,29 +144,39 @@ class GrpcServer:
             conn.abort()
 
     async def _serve_connection(self, sock: anyio.abc.SocketStream) -> None:
-        conn = TcpConnection(_format_peer(sock),
-                             trio.current_time() + self._unauthenticated_timeout)
+        host, peer = _peer(sock)
+        if not self._guard.admit(host):
+            await anyio.aclose_forcefully(sock)
+            return
+        conn = TcpConnection(host, peer, trio.current_time() + self._unauthenticated_timeout)
         self.connections.add(conn)
+        stream: anyio.abc.ByteStream = sock
         try:
             with conn.scope:
                 try:
-                    async with _ServerSocket(self._config, sock) as grpc_socket, \
+                    if self._ssl_context is not None:
+                        # inside the connection's deadline: a stalled handshake is cut too
+                        stream = await TLSStream.wrap(sock, ssl_context=self._ssl_context,
+                                                      standard_compatible=False)
+                    async with _ServerSocket(self._config, stream) as grpc_socket, \
                             trio.open_nursery() as nursery:
-                        async for stream in grpc_socket.listen():
-                            nursery.start_soon(self._serve_stream, stream, conn)
+                        async for grpc_stream in grpc_socket.listen():
+                            nursery.start_soon(self._serve_stream, grpc_stream, conn)
                         # The peer closed the TCP connection. purerpc does not tell the
                         # streams, which would wait for messages forever: end them here.
                         nursery.cancel_scope.cancel()
                 finally:
-                    await anyio.aclose_forcefully(sock)
+                    await anyio.aclose_forcefully(stream)
         except Exception as exc:  # the connection boundary: log it, keep serving the rest
-            log.info("grpc connection closed on error peer=%s error=%s", conn.peer,
-                     _describe(exc))
+            self._guard.failure(host, "error", "grpc connection closed on error peer=%s "
+                                "error=%s", peer, _describe(exc))
         else:
             if conn.scope.cancelled_caught and conn.scope.deadline != math.inf:
-                log.info("grpc connection closed: not authenticated in time peer=%s", conn.peer)
+                self._guard.failure(host, "unauthenticated", "grpc connection closed: not "
+                                    "authenticated in time peer=%s", peer)
         finally:
             self.connections.discard(conn)
+            self._guard.closed(host)
 
     async def _serve_stream(self, stream: GRPCProtoStream, conn: TcpConnection) -> None:
         await stream.start_response()
@@ -181,20 +198,6 @@ class GrpcServer:
         except RpcFailedError as exc:
             status = exc.status
         await stream.close(status)
-
-
-class _TLSListener(TLSListener):
-    """anyio's TLS listener, logging a failed handshake in one line instead of a traceback
-    (scanners on a public port fail handshakes all day)."""
-
-    @staticmethod
-    async def handle_handshake_error(exc: BaseException, stream: anyio.abc.AnyByteStream
-                                     ) -> None:
-        await anyio.aclose_forcefully(stream)
-        if isinstance(exc, Exception):
-            log.info("grpc TLS handshake failed: %s", _describe(exc))
-        else:
-            raise exc
 
 
 def _describe(exc: BaseException) -> str:

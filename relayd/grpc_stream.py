@@ -25,12 +25,15 @@ from purerpc.grpclib.events import MessageReceived, RequestEnded, ResponseEnded
 
 __all__ = ["BatchStream", "receive_messages", "send_messages"]
 
+# Largest message sent (an envelope is at most ingress.max_body_bytes plus headers; the
+# connection's own limit is for what it receives).
+MAX_OUTBOUND_MESSAGE = 32 * 1024 * 1024
+
 
 async def send_messages(stream: GRPCProtoStream, messages: Sequence[Message | bytes]) -> None:
     """Send ``messages`` (or already serialized ones) in order, in as few writes as can be."""
     connection = stream._grpc_connection
-    buffer = MessageWriteBuffer(connection.config.message_encoding,
-                                connection.config.max_message_length)
+    buffer = MessageWriteBuffer(connection.config.message_encoding, MAX_OUTBOUND_MESSAGE)
     for message in messages:
         buffer.write_message(message if isinstance(message, bytes)
                              else message.SerializeToString())

@@ -22,6 +22,7 @@ from relayd.config import RelayConfig
 from relayd.connection import HubConnection
 from relayd.grpc_server import TcpConnection
 from relayd.grpc_stream import BatchStream
+from relayd.guard import PeerGuard
 from relayd.manager import ConnectionManager
 from relayd.store import AckRecord
 from relayd.wire import pb
@@ -50,6 +51,7 @@ class RelayStreamHandler:
         on_delivered: Callable[[], None] = lambda: None,
         relay: RelayConfig,
         endpoint_ids: Collection[str],
+        guard: PeerGuard,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._auth = authenticator
@@ -57,6 +59,7 @@ class RelayStreamHandler:
         self._ack_sink = ack_sink
         self._on_delivered = on_delivered
         self._relay = relay
+        self._guard = guard
         self._endpoint_ids = frozenset(endpoint_ids)
         self._clock = clock
         self.rejected = 0
@@ -113,8 +116,8 @@ class RelayStreamHandler:
     async def _reject(self, stream: _RawStream, transport: TcpConnection, reason: str,
                       hub_id: str = "") -> NoReturn:
         self.rejected += 1
-        log.warning("hub authentication failed hub_id=%.64r peer=%s reason=%s", hub_id,
-                    transport.peer, reason)
+        self._guard.failure(transport.host, "auth", "hub authentication failed hub_id=%.64r "
+                            "peer=%s reason=%s", hub_id, transport.peer, reason)
         await stream.send_message(
             pb.StreamResponse(connect_response=pb.ConnectResponse(success=False, error=reason))
         )

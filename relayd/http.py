@@ -32,6 +32,7 @@ async def serve_http(
     name: str,
     shutdown_trigger: Callable[[], Awaitable[None]],
     graceful_seconds: float,
+    read_timeout: float = READ_TIMEOUT_SECONDS,
     task_status: trio.TaskStatus[ListenAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run ``app`` on ``listen`` until ``shutdown_trigger`` returns; report the bound address."""
@@ -40,7 +41,7 @@ async def serve_http(
     config.accesslog = None
     config.errorlog = logging.getLogger(f"relayd.{name}")
     config.keep_alive_timeout = KEEP_ALIVE_SECONDS
-    config.read_timeout = READ_TIMEOUT_SECONDS
+    config.read_timeout = read_timeout  # type: ignore[assignment]
     config.graceful_timeout = graceful_seconds
     config.include_server_header = False
 
