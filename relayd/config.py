@@ -65,6 +65,7 @@ class RelayConfig:
     tls_key: Path | None = None
     max_connections: int = 256
     max_connections_per_peer: int = 8
+    max_failures_per_peer: int = 30  # per 10 s; then the peer is refused for the rest of it
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ class Relayd:
         self.ack_writer: AckWriter | None = None
         self.batcher: IngestBatcher | None = None
         self.grpc_server: GrpcServer | None = None
+        self.guard: PeerGuard | None = None
         self.addresses: Addresses | None = None
         self._shutdown = trio.Event()
         self._ingress_stop = trio.Event()
@@ -88,8 +89,10 @@ class Relayd:
                 # wake_on_ingest = false gives the seed's poll-only dispatch (benchmarks).
                 on_stored = dispatcher.wake if relay.wake_on_ingest else (lambda: None)
                 batcher = self.batcher = IngestBatcher(store, on_stored=on_stored)
-                guard = PeerGuard(max_connections=relay.max_connections,
-                                  max_per_peer=relay.max_connections_per_peer)
+                guard = self.guard = PeerGuard(
+                    max_connections=relay.max_connections,
+                    max_per_peer=relay.max_connections_per_peer,
+                    failures_per_interval=relay.max_failures_per_peer)
                 handler = RelayStreamHandler(
                     authenticator=Authenticator(cfg.hub.id, cfg.hub.secret, relay.auth_window),
                     manager=self.manager, ack_sink=ack_writer.sink,

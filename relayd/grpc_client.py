@@ -36,7 +36,8 @@ class _ClientSocket(GRPCProtoSocket):
 
 @asynccontextmanager
 async def open_relay_stream(host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
-                            connect_timeout: float = 10.0) -> AsyncIterator[GRPCProtoStream]:
+                            connect_timeout: float = 10.0, local_host: str | None = None
+                            ) -> AsyncIterator[GRPCProtoStream]:
     """Connect to relayd and open ``/relay.v1.RelayService/Stream``.
 
     Yields the raw stream (``send_message``, ``receive_message``, ``close``). On exit the
@@ -45,7 +46,7 @@ async def open_relay_stream(host: str, port: int, *, ssl_context: ssl.SSLContext
     with anyio.fail_after(connect_timeout):
         sock = await anyio.connect_tcp(host, port, ssl_context=ssl_context,
                                        tls=ssl_context is not None,
-                                       tls_standard_compatible=False)
+                                       tls_standard_compatible=False, local_host=local_host)
     try:
         async with _ClientSocket(GRPCConfiguration(client_side=True), sock) as grpc_socket:
             stream = await grpc_socket.start_request(

@@ -31,6 +31,7 @@ from purerpc.grpclib.status import Status, StatusCode
 
 from relayd.config import ListenAddress
 from relayd.guard import PeerGuard
+from relayd.runner import leaves
 from relayd.wire import METHOD_NAME, SERVICE_NAME, pb
 
 __all__ = ["GrpcServer", "StreamHandler", "TcpConnection"]
@@ -195,8 +196,8 @@ class GrpcServer:
         status = Status(StatusCode.OK)
         try:
             await self._handler(stream, conn)
-        except RpcFailedError as exc:
-            status = exc.status
+        except* RpcFailedError as group:  # raised in the connection's nursery, so grouped
+            status = leaves(group)[0].status  # type: ignore[attr-defined]
         await stream.close(status)
 
 

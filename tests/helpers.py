@@ -85,16 +85,19 @@ class TestHub:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, address: ListenAddress) -> AsyncIterator[TestHub]:
+    async def open(cls, address: ListenAddress, local_host: str | None = None
+                   ) -> AsyncIterator[TestHub]:
         """Open the Stream RPC; leaving the block drops the TCP connection."""
-        async with open_relay_stream(address.host, address.port) as stream:
+        async with open_relay_stream(address.host, address.port,
+                                     local_host=local_host) as stream:
             yield cls(stream)
 
     @classmethod
     @asynccontextmanager
-    async def connected(cls, address: ListenAddress, **kwargs: Any) -> AsyncIterator[TestHub]:
+    async def connected(cls, address: ListenAddress, local_host: str | None = None,
+                        **kwargs: Any) -> AsyncIterator[TestHub]:
         """Open a stream and authenticate; fails the test if the edge refuses."""
-        async with cls.open(address) as hub:
+        async with cls.open(address, local_host) as hub:
             response = await hub.connect(**kwargs)
             assert response.success, response.error
             yield hub
