@@ -72,7 +72,8 @@ class RelayConfig:
 class IngressConfig:
     listen: ListenAddress = ListenAddress("0.0.0.0", 8080)
     max_body_bytes: int = 4 * 1024 * 1024
-    read_timeout: float = 30.0
+    read_timeout: float = 30.0  # the whole body must arrive within this (then 408)
+    header_timeout: float = 5.0  # idle keep-alive, and headers not complete within this
 
 
 @dataclass(frozen=True)

@@ -161,12 +161,15 @@ class Relayd:
     async def _serve_ingress(self, batcher: IngestBatcher, done: trio.Event, *,
                              task_status: trio.TaskStatus[ListenAddress]) -> None:
         cfg = self.config
-        app = IngressApp(cfg.endpoints, batcher, max_body_bytes=cfg.ingress.max_body_bytes)
+        app = IngressApp(cfg.endpoints, batcher, max_body_bytes=cfg.ingress.max_body_bytes,
+                         body_timeout=cfg.ingress.read_timeout)
         try:
             await serve_http(app, cfg.ingress.listen, name="ingress",
                              shutdown_trigger=self._ingress_stop.wait,
                              graceful_seconds=cfg.relay.shutdown_grace,
-                             read_timeout=cfg.ingress.read_timeout, task_status=task_status)
+                             read_timeout=cfg.ingress.read_timeout,
+                             keep_alive_timeout=cfg.ingress.header_timeout,
+                             task_status=task_status)
         finally:
             done.set()
 

@@ -19,8 +19,12 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-# Idle keep-alive connections are closed after this long.
+# Idle keep-alive connections, and requests whose headers are still incomplete (hypercorn's
+# idle timer runs until the headers are parsed: slow headers), are closed after this long.
 KEEP_ALIVE_SECONDS = 5.0
+# Pending TCP connections the kernel queues before relayd accepts them (hypercorn's default
+# of 100 resets connections during a burst of webhooks).
+LISTEN_BACKLOG = 1024
 # A request whose headers or body stall for this long is dropped (slow clients).
 READ_TIMEOUT_SECONDS = 30.0
 
@@ -33,6 +37,7 @@ async def serve_http(
     shutdown_trigger: Callable[[], Awaitable[None]],
     graceful_seconds: float,
     read_timeout: float = READ_TIMEOUT_SECONDS,
+    keep_alive_timeout: float = KEEP_ALIVE_SECONDS,
     task_status: trio.TaskStatus[ListenAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run ``app`` on ``listen`` until ``shutdown_trigger`` returns; report the bound address."""
@@ -40,7 +45,8 @@ async def serve_http(
     config.bind = [str(listen)]
     config.accesslog = None
     config.errorlog = logging.getLogger(f"relayd.{name}")
-    config.keep_alive_timeout = KEEP_ALIVE_SECONDS
+    config.keep_alive_timeout = keep_alive_timeout
+    config.backlog = LISTEN_BACKLOG
     config.read_timeout = read_timeout  # type: ignore[assignment]
     config.graceful_timeout = graceful_seconds
     config.include_server_header = False

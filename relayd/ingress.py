@@ -3,7 +3,8 @@
 Answers ``202 {"id": ...}`` only after the row is committed (see `relayd.ingest`).
 Unknown endpoint 404, body over ``max_body_bytes`` 413 (refused from Content-Length
 before reading, or as soon as a chunked body passes the limit), other methods 405,
-storage unavailable 503. Nothing that was not stored is ever answered with a 2xx.
+storage unavailable 503, a body not complete within ``body_timeout`` 408. Nothing that
+was not stored is ever answered with a 2xx.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
+
+import trio
 
 from relayd.config import Endpoint
 from relayd.http import Receive, Scope, Send, handle_lifespan, send_json
@@ -38,10 +41,12 @@ class IngressApp:
     """ASGI app for the public webhook listener."""
 
     def __init__(self, endpoints: Sequence[Endpoint], batcher: IngestBatcher, *,
-                 max_body_bytes: int, clock: Callable[[], float] = time.time) -> None:
+                 max_body_bytes: int, body_timeout: float = 30.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self._endpoints = {ep.id for ep in endpoints}
         self._batcher = batcher
         self._max_body = max_body_bytes
+        self._body_timeout = body_timeout
         self._clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -71,7 +76,13 @@ class IngressApp:
         try:
             if declared > self._max_body:
                 raise _TooLarge
-            body = await self._read_body(receive)
+            body = b""
+            with trio.move_on_after(self._body_timeout) as body_deadline:
+                body = await self._read_body(receive)
+            if body_deadline.cancelled_caught:  # a slow (or stalled) body: slowloris
+                await send_json(send, 408, {"error": "request body not received in time"},
+                                [(b"connection", b"close")])
+                return
         except _TooLarge:
             await send_json(send, 413, {"error": f"body larger than {self._max_body} bytes"},
                             [(b"connection", b"close")])

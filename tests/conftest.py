@@ -19,7 +19,8 @@ async def edge(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Relayd]:
 
 
 async def start_edge(nursery: trio.Nursery, tmp_path: Path, *,
-                     store: dict[str, object] | None = None, **relay: object) -> Relayd:
-    daemon = Relayd(make_config(tmp_path, store=store, **relay))
+                     store: dict[str, object] | None = None,
+                     ingress: dict[str, object] | None = None, **relay: object) -> Relayd:
+    daemon = Relayd(make_config(tmp_path, store=store, ingress=ingress, **relay))
     await nursery.start(daemon.run)
     return daemon

@@ -24,7 +24,8 @@ HUB_ID = "home"
 ENDPOINTS = ("alpha", "beta", "gamma")
 
 
-def make_config(tmp_path: Path, *, store: dict[str, Any] | None = None, **relay: Any) -> Config:
+def make_config(tmp_path: Path, *, store: dict[str, Any] | None = None,
+                ingress: dict[str, Any] | None = None, **relay: Any) -> Config:
     """A config on loopback with free ports, short timers and three endpoints."""
     relay_table = {
         "grpc_listen": "127.0.0.1:0",
@@ -38,7 +39,7 @@ def make_config(tmp_path: Path, *, store: dict[str, Any] | None = None, **relay:
     relay_table.update(relay)
     raw = {
         "relay": relay_table,
-        "ingress": {"listen": "127.0.0.1:0", "max_body_bytes": 65536},
+        "ingress": {"listen": "127.0.0.1:0", "max_body_bytes": 65536, **(ingress or {})},
         "admin": {"listen": "127.0.0.1:0"},
         "store": {"path": str(tmp_path / "relayd.db"), **(store or {})},
         "hub": {"id": HUB_ID, "secret_file": ""},
