@@ -7,7 +7,9 @@ import pytest
 import trio
 
 from relayd.daemon import Relayd
+from tests.destination import Destination
 from tests.helpers import make_config
+from tests.system import System
 
 
 @pytest.fixture
@@ -24,3 +26,17 @@ async def start_edge(nursery: trio.Nursery, tmp_path: Path, *,
     daemon = Relayd(make_config(tmp_path, store=store, ingress=ingress, **relay))
     await nursery.start(daemon.run)
     return daemon
+
+
+@pytest.fixture
+async def system(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[System]:
+    destination = Destination()
+    await nursery.start(destination.serve)
+    sys_ = System(tmp_path, destination)
+    try:
+        yield sys_
+    finally:
+        await sys_.hub.stop()
+        await sys_.edge.stop()
+
+
