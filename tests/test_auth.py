@@ -67,3 +67,11 @@ def test_rejection_reasons_never_contain_the_secret_or_expected_signature() -> N
     reason = a.check("home", NOW, "bad", NOW)
     assert reason == "invalid signature"
     assert SECRET.decode() not in reason and sign(SECRET, "home", NOW) not in reason
+
+
+def test_replay_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "REPLAY_MEMORY_MAX", 5)
+    a = Authenticator("home", SECRET, 300)
+    for i in range(20):  # 20 distinct accepted requests inside the window
+        assert a.check("home", NOW - i, sign(SECRET, "home", NOW - i), NOW) is None
+    assert a.replay_memory_size() == 5

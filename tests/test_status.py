@@ -97,3 +97,16 @@ async def test_relayctl_status_against_stopped_daemon_fails_plainly() -> None:
     assert result.returncode == 1
     assert result.stdout == b""
     assert b"relayd is not reachable at http://127.0.0.1:9" in result.stderr
+
+
+async def test_secret_is_in_no_status_output_or_client_error(edge: Relayd) -> None:
+    from tests.helpers import SECRET, TestHub
+
+    async with TestHub.open(edge.addresses.grpc) as bad:
+        response = await bad.connect(secret=b"wrong")
+    async with TestHub.connected(edge.addresses.grpc):
+        doc = await get_status(edge)
+        human = await trio.run_process([*RELAYCTL, "status", "--admin",
+                                        f"http://{edge.addresses.admin}"], capture_stdout=True)
+    for text in (response.error, json.dumps(doc), human.stdout.decode()):
+        assert SECRET.decode() not in text
