@@ -147,3 +147,21 @@ async def test_backpressure_buffer_of_two_never_drops(tmp_path: Path) -> None:
         assert [m.webhook.id for m in stream.sent] == [f"w{i:03}" for i in range(100)]
         nursery.cancel_scope.cancel()
     await store.aclose()
+
+
+async def test_manager_send_pushes_to_the_connected_hub_or_says_not_connected(
+    edge: Relayd,
+) -> None:
+    import pytest
+
+    from relayd.manager import NotConnected
+
+    envelope = pb.WebhookEnvelope(id="manual-1", endpoint_id="alpha", payload=b"hi", attempt=1)
+    with pytest.raises(NotConnected):
+        await edge.manager.send(envelope)
+    async with TestHub.connected(edge.addresses.grpc) as hub:
+        await edge.manager.send(envelope)
+        got = await hub.recv_webhook()
+        assert (got.id, got.payload) == ("manual-1", b"hi")
+        stats = edge.manager.statistics()
+        assert stats.connected and stats.hub_id == "home" and stats.peer.startswith("127.0.0.1")
