@@ -57,24 +57,25 @@ class AckWriter:
         async with self._receive:
             async for first in self._receive:
                 batch = take_batch(first, self._receive, MAX_BATCH)
-                outcomes = await self._apply(batch)
+                now = self._clock()
+                outcomes = await self._apply(batch, now)
                 self.batches += 1
                 self.applied += len(batch)
                 for outcome in outcomes:
-                    _log_outcome(outcome)
+                    _log_outcome(outcome, now)
                 self._on_applied(outcomes)
 
-    async def _apply(self, batch: list[AckRecord]) -> list[AckOutcome]:
+    async def _apply(self, batch: list[AckRecord], now: float) -> list[AckOutcome]:
         while True:
             try:
-                return await self._store.apply_acks(batch, self._clock())
+                return await self._store.apply_acks(batch, now)
             except sqlite3.Error as exc:
                 log.error("writing %d acks failed, retrying in %.0fs: %s: %s", len(batch),
                           RETRY_SECONDS, type(exc).__name__, exc)
                 await trio.sleep(RETRY_SECONDS)
 
 
-def _log_outcome(outcome: AckOutcome) -> None:
+def _log_outcome(outcome: AckOutcome, now: float) -> None:
     wid, ep = outcome.webhook_id, outcome.endpoint_id
     match outcome.outcome:
         case "delivered":
@@ -87,7 +88,7 @@ def _log_outcome(outcome: AckOutcome) -> None:
                         "webhook_id=%s endpoint=%s error=%r", wid, ep, outcome.detail)
         case "retry":
             log.info("webhook delivery failed, will retry webhook_id=%s endpoint=%s in=%.1fs "
-                     "error=%r", wid, ep, outcome.next_attempt_at - time.time(), outcome.detail)
+                     "error=%r", wid, ep, outcome.next_attempt_at - now, outcome.detail)
         case "skipped":
             log.debug("webhook skipped by the hub after an earlier failure webhook_id=%s "
                       "endpoint=%s", wid, ep)

@@ -62,7 +62,6 @@ class RelayStreamHandler:
         self._guard = guard
         self._endpoint_ids = frozenset(endpoint_ids)
         self._clock = clock
-        self.rejected = 0
 
     async def __call__(self, stream: _RawStream, transport: TcpConnection) -> None:
         request = await self._receive_connect(stream, transport)
@@ -115,7 +114,6 @@ class RelayStreamHandler:
 
     async def _reject(self, stream: _RawStream, transport: TcpConnection, reason: str,
                       hub_id: str = "") -> NoReturn:
-        self.rejected += 1
         self._guard.failure(transport.host, "auth", "hub authentication failed hub_id=%.64r "
                             "peer=%s reason=%s", hub_id, transport.peer, reason)
         await stream.send_message(

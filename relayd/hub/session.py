@@ -52,7 +52,6 @@ class HubSession:
         self._lanes: dict[str, trio.MemorySendChannel[pb.WebhookEnvelope]] = {}
         self._accepting = True
         self.in_progress = AsyncValue(0)
-        self.delivered = 0
         self.end_reason = ""
         self._watchdog = StaleWatchdog(settings.stale_timeout, self._on_stale)
         self._nursery: trio.Nursery | None = None
@@ -138,7 +137,6 @@ class HubSession:
         self._log(envelope, result)
         if result.success:
             self._recent.add(envelope.id)
-            self.delivered += 1
         await self._send_ack(result.ack(envelope.id))
         return result
 
