@@ -12,8 +12,8 @@ import argparse
 
 import trio
 
-from relayd.config import ListenAddress
-from relayd.http import Receive, Scope, Send, handle_lifespan, send_json, serve_http
+from relayd.edge.config import ListenAddress
+from relayd.edge.http import Receive, Scope, Send, handle_lifespan, send_json, serve_http
 
 
 def make_app(status: int):  # type: ignore[no-untyped-def]

@@ -16,10 +16,10 @@ import time
 
 import trio
 
-from relayd.auth import sign
-from relayd.batching import take_batch
-from relayd.grpc_client import open_relay_stream
-from relayd.grpc_stream import send_messages
+from relayd.common.batching import take_batch
+from relayd.common.signing import sign
+from relayd.transport.client import open_relay_stream
+from relayd.transport.stream import BatchStream
 from relayd.wire import ORDERED_PIPELINE, pb
 
 SECRET = b"bench-secret"
@@ -30,10 +30,10 @@ async def main(args: argparse.Namespace) -> None:
     latencies: list[float] = []
     acks_send, acks_receive = trio.open_memory_channel[pb.StreamRequest](ACK_BUFFER)
 
-    async def write_acks(stream: object) -> None:
+    async def write_acks(stream: BatchStream) -> None:
         # like relay-hub: what queued up while the last write ran goes out in one write
         async for first in acks_receive:
-            await send_messages(stream, take_batch(first, acks_receive, ACK_BUFFER))  # type: ignore[arg-type]
+            await stream.send_messages(take_batch(first, acks_receive, ACK_BUFFER))
 
     async with open_relay_stream("127.0.0.1", args.port) as stream, \
             trio.open_nursery() as nursery:

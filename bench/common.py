@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import trio
 
-from relayd.store import NewWebhook, Store
+from relayd.edge.store import NewWebhook, Store
 
 BIN = Path(sys.executable).parent
 BENCH = Path(__file__).resolve().parent
@@ -125,17 +125,14 @@ async def fill_pending(db: Path, endpoints: Sequence[str], count: int,
                        body: bytes = PAYLOAD) -> None:
     """Store ``count`` pending webhooks round-robin over ``endpoints``, the way relayd's
     ingest path stores them (`Store.insert_webhooks`, in batches)."""
-    store = await Store.open(db)
     now = time.time()
     headers = [("content-type", "application/json"), ("user-agent", "bench")]
-    try:
+    async with Store.open(db) as store:
         for start in range(0, count, FILL_BATCH):
             await store.insert_webhooks([
                 NewWebhook(f"b{i:08d}", endpoints[i % len(endpoints)], "POST", headers, body,
                            now)
                 for i in range(start, min(count, start + FILL_BATCH))])
-    finally:
-        await store.aclose()
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from relayd.daemon import Relayd
+from relayd.edge.daemon import Relayd
 from tests.destination import Destination
 from tests.helpers import make_config
 from tests.system import System

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import trio
 
-from relayd.config import ListenAddress
-from relayd.http import Receive, Scope, Send, handle_lifespan, serve_http
+from relayd.edge.config import ListenAddress
+from relayd.edge.http import Receive, Scope, Send, handle_lifespan, serve_http
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import trio
 
-from relayd.auth import sign
-from relayd.config import Config, Endpoint, ListenAddress, parse_config
-from relayd.grpc_client import ConnectionLost, open_relay_stream
+from relayd.common.signing import sign
+from relayd.edge.config import Config, Endpoint, ListenAddress, parse_config
 from relayd.hub.config import HubConfig, parse_hub_config
+from relayd.transport.client import ConnectionLost, open_relay_stream
 from relayd.wire import pb
 
 SECRET = b"test-secret-0123456789abcdef"

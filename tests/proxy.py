@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from relayd.config import ListenAddress
+from relayd.edge.config import ListenAddress
 
 
 class BlackHoleProxy:

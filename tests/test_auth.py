@@ -7,8 +7,9 @@ import hmac
 
 import pytest
 
-from relayd import auth
-from relayd.auth import Authenticator, sign
+from relayd.common.signing import sign
+from relayd.edge import auth
+from relayd.edge.auth import Authenticator
 
 SECRET = b"s3cret"
 NOW = 1_800_000_000

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from relayd.auth import sign
-from relayd.daemon import Relayd
+from relayd.common.signing import sign
+from relayd.edge.daemon import Relayd
 from relayd.wire import pb
 from tests.conftest import start_edge
 from tests.helpers import HUB_ID, SECRET, TestHub, connect_request, wait_for

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from relayd.config import ConfigError, ListenAddress, load_config
+from relayd.edge.config import ConfigError, ListenAddress, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {"RELAYD_HUB_SECRET": "from-env"}

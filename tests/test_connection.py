@@ -8,12 +8,12 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from relayd.connection import HubConnection
-from relayd.daemon import Relayd
-from relayd.dispatcher import Dispatcher
-from relayd.heartbeat import StaleWatchdog
-from relayd.manager import ConnectionManager
-from relayd.store import NewWebhook, Store
+from relayd.common.heartbeat import StaleWatchdog
+from relayd.edge.connection import HubConnection
+from relayd.edge.daemon import Relayd
+from relayd.edge.dispatcher import Dispatcher
+from relayd.edge.manager import ConnectionManager
+from relayd.edge.store import NewWebhook, Store
 from relayd.wire import pb
 from tests.conftest import start_edge
 from tests.helpers import TestHub, make_config, post, socket_inodes, wait_for
@@ -118,35 +118,34 @@ class _Transport:
 
 async def test_backpressure_buffer_of_two_never_drops(tmp_path: Path) -> None:
     config = make_config(tmp_path, buffer_size=2)
-    store = await Store.open(config.store.path)
-    await store.insert_webhooks([
-        NewWebhook(f"w{i:03}", "alpha", "POST", [], b"x", time.time()) for i in range(100)
-    ])
-    manager = ConnectionManager()
-    stream = _BlockedStream()
-    ack_send, _ack_receive = trio.open_memory_channel(10)
-    conn = HubConnection(hub_id="home", endpoint_ids=None, capabilities=frozenset(),
-                         stream=stream, transport=_Transport(), ack_sink=ack_send,
-                         buffer_size=config.relay.buffer_size, heartbeat_interval=60,
-                         stale_timeout=120)
-    # a window of 100 lets the dispatcher try to push all 100 at once
-    dispatcher = Dispatcher(store, manager, config.endpoints, window=100)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(conn.run)
-        manager.attach(conn)
-        await nursery.start(dispatcher.run)
-        # one write held by the blocked sender, two in the buffer, the dispatcher waits:
-        # a handful handed out, far from the 100 pending
-        await wait_for(lambda: conn.buffered() == 2 and stream.writes == 1)
-        assert conn.in_flight_count() <= 8  # buffer 2, the write batch and the waiting send
-        assert dispatcher.rounds == 0  # still inside its first round, waiting
-        counts = await store.counts()
-        assert counts["pending"] == 100  # nothing dropped, nothing marked
-        stream.release.set()
-        await wait_for(lambda: len(stream.sent) == 100)
-        assert [m.webhook.id for m in stream.sent] == [f"w{i:03}" for i in range(100)]
-        nursery.cancel_scope.cancel()
-    await store.aclose()
+    async with Store.open(config.store.path) as store:
+        await store.insert_webhooks([
+            NewWebhook(f"w{i:03}", "alpha", "POST", [], b"x", time.time()) for i in range(100)
+        ])
+        manager = ConnectionManager()
+        stream = _BlockedStream()
+        ack_send, _ack_receive = trio.open_memory_channel(10)
+        conn = HubConnection(hub_id="home", endpoint_ids=None, capabilities=frozenset(),
+                             stream=stream, transport=_Transport(), ack_sink=ack_send,
+                             buffer_size=config.relay.buffer_size, heartbeat_interval=60,
+                             stale_timeout=120)
+        # a window of 100 lets the dispatcher try to push all 100 at once
+        dispatcher = Dispatcher(store, manager, config.endpoints, window=100)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.run)
+            manager.attach(conn)
+            await nursery.start(dispatcher.run)
+            # one write held by the blocked sender, two in the buffer, the dispatcher waits:
+            # a handful handed out, far from the 100 pending
+            await wait_for(lambda: conn.buffered() == 2 and stream.writes == 1)
+            assert conn.in_flight_count() <= 8  # buffer 2, the write batch and the waiting send
+            assert dispatcher.rounds == 0  # still inside its first round, waiting
+            counts = await store.counts()
+            assert counts["pending"] == 100  # nothing dropped, nothing marked
+            stream.release.set()
+            await wait_for(lambda: len(stream.sent) == 100)
+            assert [m.webhook.id for m in stream.sent] == [f"w{i:03}" for i in range(100)]
+            nursery.cancel_scope.cancel()
 
 
 async def test_manager_send_pushes_to_the_connected_hub_or_says_not_connected(
@@ -154,7 +153,7 @@ async def test_manager_send_pushes_to_the_connected_hub_or_says_not_connected(
 ) -> None:
     import pytest
 
-    from relayd.manager import NotConnected
+    from relayd.edge.manager import NotConnected
 
     envelope = pb.WebhookEnvelope(id="manual-1", endpoint_id="alpha", payload=b"hi", attempt=1)
     with pytest.raises(NotConnected):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import trio
 
-from relayd.daemon import Relayd
+from relayd.edge.daemon import Relayd
 from tests.conftest import start_edge
 from tests.helpers import TestHub, post, wait_for
 

@@ -18,7 +18,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relayd.daemon import Relayd
+from relayd.edge.daemon import Relayd
 from relayd.wire import pb
 from tests.conftest import start_edge
 from tests.helpers import TestHub, connect_request, post, wait_for
@@ -120,7 +120,7 @@ async def test_wrong_content_type_is_refused_and_edge_keeps_serving(edge: Relayd
 
 async def test_malformed_protobuf_first_message_is_unauthenticated(edge: Relayd) -> None:
     async with TestHub.open(edge.addresses.grpc) as hub:
-        await hub.stream._send(b"\xff\xff\xff\xff")  # not a StreamRequest
+        await hub.stream.send_messages([b"\xff\xff\xff\xff"])  # not a StreamRequest
         message = await hub.recv()
         assert message is not None
         assert message.connect_response.error == "malformed ConnectRequest"
@@ -131,7 +131,7 @@ async def test_malformed_protobuf_after_connect_ends_the_stream_invalid_argument
     edge: Relayd,
 ) -> None:
     async with TestHub.connected(edge.addresses.grpc) as hub:
-        await hub.stream._send(b"\x0a\xff\xff\xff\xff\x0f")  # truncated field
+        await hub.stream.send_messages([b"\x0a\xff\xff\xff\xff\x0f"])  # truncated field
         assert await hub.wait_end() == INVALID_ARGUMENT
     await wait_for(lambda: not edge.manager.is_connected())
 
@@ -142,7 +142,7 @@ async def test_message_over_the_size_limit_closes_that_connection_only(edge: Rel
         try:
             async with TestHub.open(edge.addresses.grpc) as big:
                 with trio.move_on_after(3):  # the edge stops reading: the send may not end
-                    await big.stream._send(b"\x00" * (2 * 1024 * 1024))
+                    await big.stream.send_messages([b"\x00" * (2 * 1024 * 1024)])
                 with trio.fail_after(5):
                     status.append(await big.wait_end())
         except* RESET:
@@ -234,7 +234,7 @@ async def test_any_message_sequence_proceeds_or_ends_with_a_clear_status(
         async with TestHub.open(edge.addresses.grpc) as hub:
             for request in requests:
                 if isinstance(request, bytes):
-                    await hub.stream._send(request)
+                    await hub.stream.send_messages([request])
                 else:
                     await hub.send(request)
             await hub.stream.close()  # half-close: the edge must finish the RPC

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from relayd.config import Endpoint
-from relayd.daemon import Relayd
+from relayd.common.tomlconfig import ListenAddress
+from relayd.edge.config import Endpoint
+from relayd.edge.daemon import Relayd
 from relayd.hub.daemon import RelayHub
-from relayd.tomlconfig import ListenAddress
 from tests.destination import Destination
 from tests.helpers import ENDPOINTS, make_config, make_hub_config, post, wait_for
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from relayd.daemon import Relayd
+from relayd.edge.daemon import Relayd
 from tests.helpers import TestHub, post
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from relayd.daemon import Relayd
+from relayd.edge.daemon import Relayd
 from tests.conftest import start_edge
 from tests.helpers import post
 

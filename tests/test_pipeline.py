@@ -8,7 +8,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relayd.daemon import Relayd
+from relayd.edge.daemon import Relayd
 from relayd.hub.daemon import RelayHub
 from relayd.wire import ORDERED_PIPELINE, SKIPPED_ERROR
 from tests.conftest import start_edge

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from relayd.daemon import Relayd
+from relayd.edge.daemon import Relayd
 from tests.helpers import TestHub, post, wait_for
 
 # the installed console script, as a user runs it

@@ -10,8 +10,9 @@ import pytest
 import trio
 import trio.lowlevel
 
-from relayd.ack_writer import AckWriter
-from relayd.store import AckOutcome, AckRecord, NewWebhook, RetryPolicy, Store
+from relayd.edge.ack_writer import AckWriter
+from relayd.edge.config import RelayConfig
+from relayd.edge.store import AckOutcome, AckRecord, NewWebhook, Store, retry_policy
 
 
 def webhooks(n: int, endpoint: str = "alpha", received_at: float | None = None
@@ -23,13 +24,12 @@ def webhooks(n: int, endpoint: str = "alpha", received_at: float | None = None
 
 @pytest.fixture
 async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    store = await Store.open(tmp_path / "relayd.db")
-    yield store
-    await store.aclose()
+    async with Store.open(tmp_path / "relayd.db") as store:
+        yield store
 
 
 def test_retry_policy_doubles_from_one_second_capped_at_one_hour() -> None:
-    policy = RetryPolicy()
+    policy = retry_policy(RelayConfig())
     assert [policy.delay(n) for n in range(1, 6)] == [1, 2, 4, 8, 16]
     assert policy.delay(12) == 2048 and policy.delay(13) == 3600 and policy.delay(500) == 3600
 
@@ -41,12 +41,10 @@ async def test_store_uses_wal_and_full_sync(store: Store) -> None:
 
 
 async def test_schema_is_migrated_on_reopen(tmp_path: Path) -> None:
-    first = await Store.open(tmp_path / "db.sqlite")
-    await first.insert_webhooks(webhooks(3))
-    await first.aclose()
-    again = await Store.open(tmp_path / "db.sqlite")
-    assert (await again.counts())["pending"] == 3
-    await again.aclose()
+    async with Store.open(tmp_path / "db.sqlite") as first:
+        await first.insert_webhooks(webhooks(3))
+    async with Store.open(tmp_path / "db.sqlite") as again:
+        assert (await again.counts())["pending"] == 3
 
 
 async def test_acks_are_applied_in_batches(store: Store) -> None:
@@ -97,15 +95,14 @@ async def test_transient_failure_schedules_next_attempt(store: Store) -> None:
 
 
 async def test_pending_past_max_age_expire_to_dead_letter(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db", RetryPolicy(max_age=100))
-    now = time.time()
-    await store.insert_webhooks(webhooks(2, "old", received_at=now - 101))
-    await store.insert_webhooks(webhooks(1, "new", received_at=now))
-    expired = await store.expire_pending(now, exclude=["old-1"])
-    assert expired == ["old-0"]
-    counts = await store.counts()
-    assert counts["dead_letter"] == 1 and counts["pending"] == 2
-    await store.aclose()
+    async with Store.open(tmp_path / "db", retry_policy(RelayConfig(max_age=100))) as store:
+        now = time.time()
+        await store.insert_webhooks(webhooks(2, "old", received_at=now - 101))
+        await store.insert_webhooks(webhooks(1, "new", received_at=now))
+        expired = await store.expire_pending(now, exclude=["old-1"])
+        assert expired == ["old-0"]
+        counts = await store.counts()
+        assert counts["dead_letter"] == 1 and counts["pending"] == 2
 
 
 async def test_next_pending_reads_in_order_after_cursor(store: Store) -> None:
@@ -135,7 +132,7 @@ async def test_store_calls_do_not_block_the_event_loop(store: Store) -> None:
 
 
 def test_prebuilt_envelope_bytes_equal_the_protobuf_message() -> None:
-    from relayd.envelopes import envelope_head, stream_response
+    from relayd.edge.envelopes import envelope_head, stream_response
     from relayd.wire import pb
 
     headers = [("content-type", "application/json"), ("x-tag", "a"), ("x-tag", "b")]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from relayd import systemd
+from relayd.common import systemd
 
 
 async def test_watchdog_pings_stop_while_the_event_loop_is_wedged(

@@ -15,12 +15,12 @@ import sys
 
 import trio
 
-from relayd import systemd
-from relayd.grpc_client import open_relay_stream
+from relayd.common import systemd
+from relayd.common.logs import setup_logging
+from relayd.common.runner import describe, leaves, run_until_signalled
 from relayd.hub.config import ConfigError, HubConfig, load_hub_config
 from relayd.hub.daemon import CONNECTION_ERRORS, Rejected, RelayHub, authenticate
-from relayd.logs import setup_logging
-from relayd.runner import describe, leaves, run_until_signalled
+from relayd.transport.client import open_relay_stream
 
 __all__ = ["main"]
 

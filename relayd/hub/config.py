@@ -15,7 +15,13 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from relayd.tomlconfig import ConfigError, build_section, read_secret, read_toml, reject_unknown
+from relayd.common.tomlconfig import (
+    ConfigError,
+    build_section,
+    read_secret,
+    read_toml,
+    reject_unknown,
+)
 
 __all__ = ["ConfigError", "HubConfig", "HubSettings", "load_hub_config", "parse_hub_config"]
 

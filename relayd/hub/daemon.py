@@ -18,15 +18,14 @@ import httpx
 import trio
 from purerpc.grpclib.exceptions import GRPCError
 
-from relayd.auth import sign
-from relayd.grpc_client import open_relay_stream
-from relayd.grpc_stream import BatchStream
+from relayd.common.runner import describe, leaves
+from relayd.common.signing import sign
+from relayd.common.tls import client_context
 from relayd.hub.backoff import Backoff
 from relayd.hub.config import HubConfig
 from relayd.hub.recent import RecentIds
 from relayd.hub.session import HubSession
-from relayd.runner import describe, leaves
-from relayd.tls import client_context
+from relayd.transport.client import open_relay_stream
 from relayd.wire import ORDERED_PIPELINE, pb
 
 __all__ = ["CONNECTION_ERRORS", "Rejected", "RelayHub", "authenticate"]
@@ -135,7 +134,7 @@ class RelayHub:
                         up_since = trio.current_time()
                         self.connections += 1
                         log.info("connected to the edge hub_id=%s edge=%s", hub.id, hub.edge_url)
-                        self.session = HubSession(BatchStream(stream), hub,
+                        self.session = HubSession(stream, hub,
                                                   self.config.destinations, client,
                                                   self.recent, limiter)
                         await self.session.run(self._stop)

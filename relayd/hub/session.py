@@ -18,8 +18,8 @@ import httpx
 import trio
 from trio_util import AsyncValue
 
-from relayd.batching import take_batch
-from relayd.heartbeat import StaleWatchdog, send_heartbeats
+from relayd.common.batching import take_batch
+from relayd.common.heartbeat import StaleWatchdog, send_heartbeats
 from relayd.hub.config import HubSettings
 from relayd.hub.delivery import DeliveryResult, deliver
 from relayd.hub.recent import RecentIds

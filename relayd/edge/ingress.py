@@ -1,6 +1,6 @@
 """The webhook ingress: ``POST /h/{endpoint_id}`` (or PUT) stores a webhook durably.
 
-Answers ``202 {"id": ...}`` only after the row is committed (see `relayd.ingest`).
+Answers ``202 {"id": ...}`` only after the row is committed (see `relayd.edge.ingest`).
 Unknown endpoint 404, body over ``max_body_bytes`` 413 (refused from Content-Length
 before reading, or as soon as a chunked body passes the limit), other methods 405,
 storage unavailable 503, a body not complete within ``body_timeout`` 408. Nothing that
@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from relayd.config import Endpoint
-from relayd.http import Receive, Scope, Send, handle_lifespan, send_json
-from relayd.ingest import IngestBatcher, StorageUnavailable
-from relayd.store import NewWebhook
+from relayd.edge.config import Endpoint
+from relayd.edge.http import Receive, Scope, Send, handle_lifespan, send_json
+from relayd.edge.ingest import IngestBatcher, StorageUnavailable
+from relayd.edge.store import NewWebhook
 
 __all__ = ["IngressApp"]
 

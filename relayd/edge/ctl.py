@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from relayd.config import ConfigError, load_config
+from relayd.edge.config import ConfigError, load_config
 
 __all__ = ["main"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from relayd.tomlconfig import (
+from relayd.common.tomlconfig import (
     ConfigError,
     ListenAddress,
     build_section,

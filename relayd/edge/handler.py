@@ -17,14 +17,14 @@ import trio
 from google.protobuf.message import DecodeError
 from purerpc.grpclib.exceptions import UnauthenticatedError
 
-from relayd.auth import Authenticator
-from relayd.config import RelayConfig
-from relayd.connection import HubConnection
-from relayd.grpc_server import TcpConnection
-from relayd.grpc_stream import BatchStream
-from relayd.guard import PeerGuard
-from relayd.manager import ConnectionManager
-from relayd.store import AckRecord
+from relayd.edge.auth import Authenticator
+from relayd.edge.config import RelayConfig
+from relayd.edge.connection import HubConnection
+from relayd.edge.manager import ConnectionManager
+from relayd.edge.store import AckRecord
+from relayd.transport.guard import PeerGuard
+from relayd.transport.server import TcpConnection
+from relayd.transport.stream import BatchStream
 from relayd.wire import pb
 
 __all__ = ["RelayStreamHandler"]

@@ -13,7 +13,7 @@ import trio
 
 __all__ = ["describe", "leaves", "run_until_signalled"]
 
-log = logging.getLogger("relayd.runner")
+log = logging.getLogger("relayd.common.runner")
 
 
 async def run_until_signalled(run: Callable[[], Awaitable[None]],

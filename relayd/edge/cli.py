@@ -14,10 +14,10 @@ import sys
 
 import trio
 
-from relayd.config import ConfigError, load_config
-from relayd.daemon import Relayd
-from relayd.logs import setup_logging
-from relayd.runner import describe, leaves, run_until_signalled
+from relayd.common.logs import setup_logging
+from relayd.common.runner import describe, leaves, run_until_signalled
+from relayd.edge.config import ConfigError, load_config
+from relayd.edge.daemon import Relayd
 
 __all__ = ["main"]
 

@@ -1,31 +1,22 @@
-"""Hub authentication: HMAC-SHA256 of ``"<hub_id>:<timestamp>"``, a clock window, replays.
+"""Hub authentication on the edge: the signature, a clock window, replays.
 
-`sign` is what a hub computes; `Authenticator.check` is what the edge runs on each
-ConnectRequest. It answers a short reason for a rejection (sent back to the hub, so it
-never includes the secret or the expected signature).
+`Authenticator.check` is what the edge runs on each ConnectRequest (the signature itself
+is `relayd.common.signing.sign`). It answers a short reason for a rejection (sent back
+to the hub, so it never includes the secret or the expected signature).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections import OrderedDict
 
-__all__ = ["Authenticator", "sign", "signatures_match"]
+from relayd.common.signing import sign, signatures_match
+
+__all__ = ["Authenticator"]
 
 # Accepted ConnectRequests remembered for replay detection. Entries expire with the
 # auth window; this bound only matters under a flood of valid connects.
 REPLAY_MEMORY_MAX = 10_000
-
-
-def sign(secret: bytes, hub_id: str, timestamp: int) -> str:
-    """The lowercase hex HMAC-SHA256 a hub sends in ``ConnectRequest.signature``."""
-    return hmac.new(secret, f"{hub_id}:{timestamp}".encode(), hashlib.sha256).hexdigest()
-
-
-def signatures_match(expected: str, given: str) -> bool:
-    """Constant-time comparison (`hmac.compare_digest`) of two signatures."""
-    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))
 
 
 class Authenticator:

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import trio
 
-from relayd.batching import take_batch
-from relayd.store import NewWebhook, Store
+from relayd.common.batching import take_batch
+from relayd.edge.store import NewWebhook, Store
 
 __all__ = ["IngestBatcher", "StorageUnavailable"]
 

@@ -16,21 +16,21 @@ from dataclasses import dataclass
 
 import trio
 
-from relayd import systemd
-from relayd.ack_writer import AckWriter
-from relayd.admin import AdminApp
-from relayd.auth import Authenticator
-from relayd.config import Config, ListenAddress
-from relayd.dispatcher import Dispatcher
-from relayd.grpc_server import GrpcServer
-from relayd.guard import PeerGuard
-from relayd.handler import RelayStreamHandler
-from relayd.http import serve_http
-from relayd.ingest import IngestBatcher
-from relayd.ingress import IngressApp
-from relayd.manager import ConnectionManager
-from relayd.store import RetryPolicy, Store
-from relayd.tls import server_context
+from relayd.common import systemd
+from relayd.common.tls import server_context
+from relayd.edge.ack_writer import AckWriter
+from relayd.edge.admin import AdminApp
+from relayd.edge.auth import Authenticator
+from relayd.edge.config import Config, ListenAddress
+from relayd.edge.dispatcher import Dispatcher
+from relayd.edge.handler import RelayStreamHandler
+from relayd.edge.http import serve_http
+from relayd.edge.ingest import IngestBatcher
+from relayd.edge.ingress import IngressApp
+from relayd.edge.manager import ConnectionManager
+from relayd.edge.store import Store, retry_policy
+from relayd.transport.guard import PeerGuard
+from relayd.transport.server import GrpcServer
 
 __all__ = ["Addresses", "Relayd"]
 
@@ -74,11 +74,9 @@ class Relayd:
                   ) -> None:
         cfg = self.config
         relay = cfg.relay
-        store = self.store = await Store.open(
-            cfg.store.path, RetryPolicy(relay.retry_initial, relay.retry_max, relay.max_age),
-            busy_timeout=cfg.store.busy_timeout,
-        )
-        try:
+        async with Store.open(cfg.store.path, retry_policy(relay),
+                              busy_timeout=cfg.store.busy_timeout) as store:
+            self.store = store
             await self._warn_orphans(store)
             async with trio.open_nursery() as root:
                 dispatcher = self.dispatcher = Dispatcher(
@@ -148,9 +146,6 @@ class Relayd:
                 await ack_done.wait()
                 root.cancel_scope.cancel()
             log.info("relayd stopped after %.2fs of shutdown", time.monotonic() - started)
-        finally:
-            with trio.CancelScope(shield=True):
-                await store.aclose()
 
     async def _serve_admin(self, *, task_status: trio.TaskStatus[ListenAddress]) -> None:
         assert self.store is not None

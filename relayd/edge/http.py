@@ -11,7 +11,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from relayd.config import ListenAddress
+from relayd.edge.config import ListenAddress
 
 __all__ = ["Receive", "Scope", "Send", "handle_lifespan", "send_json", "serve_http"]
 

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from relayd.http import Receive, Scope, Send, handle_lifespan, send_json
-from relayd.manager import ConnectionManager
-from relayd.store import Store
+from relayd.edge.http import Receive, Scope, Send, handle_lifespan, send_json
+from relayd.edge.manager import ConnectionManager
+from relayd.edge.store import Store
 
 __all__ = ["AdminApp", "status_document"]
 

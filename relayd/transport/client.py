@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
-from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
 from purerpc.grpclib.config import GRPCConfiguration
 
+from relayd.transport import _purerpc
+from relayd.transport.stream import BatchStream
 from relayd.wire import METHOD_NAME, SERVICE_NAME, pb
 
 __all__ = ["ConnectionLost", "open_relay_stream"]
@@ -24,36 +25,27 @@ __all__ = ["ConnectionLost", "open_relay_stream"]
 ConnectionLost = anyio.EndOfStream
 
 
-class _ClientSocket(GRPCProtoSocket):
-    async def _reader_thread(self) -> None:
-        try:
-            await super()._reader_thread()
-        finally:
-            # Wake every stream still waiting for a message: the connection is gone.
-            for stream in list(self._streams.values()):
-                stream._incoming_events[0].close()
-
-
 @asynccontextmanager
 async def open_relay_stream(host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
                             connect_timeout: float = 10.0, local_host: str | None = None
-                            ) -> AsyncIterator[GRPCProtoStream]:
+                            ) -> AsyncIterator[BatchStream]:
     """Connect to relayd and open ``/relay.v1.RelayService/Stream``.
 
-    Yields the raw stream (``send_message``, ``receive_message``, ``close``). On exit the
-    TCP connection is closed, whether or not the stream was ended.
+    Yields the stream (`BatchStream`). On exit the TCP connection is closed, whether or
+    not the stream was ended.
     """
     with anyio.fail_after(connect_timeout):
         sock = await anyio.connect_tcp(host, port, ssl_context=ssl_context,
                                        tls=ssl_context is not None,
                                        tls_standard_compatible=False, local_host=local_host)
     try:
-        async with _ClientSocket(GRPCConfiguration(client_side=True), sock) as grpc_socket:
+        config = GRPCConfiguration(client_side=True)
+        async with _purerpc.ClientSocket(config, sock) as grpc_socket:
             stream = await grpc_socket.start_request(
                 "https" if ssl_context is not None else "http", SERVICE_NAME, METHOD_NAME,
                 pb.StreamRequest.DESCRIPTOR.full_name, authority=f"{host}:{port}",
             )
             stream.expect_message_type(pb.StreamResponse)
-            yield stream
+            yield BatchStream(stream)
     finally:
         await anyio.aclose_forcefully(sock)

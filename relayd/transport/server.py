@@ -3,13 +3,13 @@
 purerpc's `Server` binds every interface with SO_REUSEPORT, never closes accepted
 sockets, and swallows `trio.Cancelled` with bare ``except:`` (see shared/notes/stack.md).
 So relayd owns the listener and the per-connection loop and reuses only purerpc's
-protocol layer (`GRPCProtoSocket`):
+protocol layer (through `relayd.transport._purerpc`):
 
 - each TCP connection runs inside its own cancel scope (`TcpConnection.abort`), and its
   socket is force-closed when it ends, however it ends;
 - each HTTP/2 stream is routed by path; only ``/relay.v1.RelayService/Stream`` exists;
 - a connection's error stays inside that connection; limits per peer and in total, and
-  failure logging that cannot be flooded, are `relayd.guard.PeerGuard`'s.
+  failure logging that cannot be flooded, are `relayd.transport.guard.PeerGuard`'s.
 """
 
 from __future__ import annotations
@@ -23,15 +23,16 @@ import anyio
 import anyio.abc
 import trio
 from anyio.streams.tls import TLSStream
-from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
+from purerpc.grpc_proto import GRPCProtoStream
 from purerpc.grpclib.config import GRPCConfiguration
-from purerpc.grpclib.events import RequestEnded, RequestReceived, ResponseEnded, WindowUpdated
+from purerpc.grpclib.events import RequestReceived
 from purerpc.grpclib.exceptions import RpcFailedError
 from purerpc.grpclib.status import Status, StatusCode
 
-from relayd.config import ListenAddress
-from relayd.guard import PeerGuard
-from relayd.runner import leaves
+from relayd.common.runner import leaves
+from relayd.common.tomlconfig import ListenAddress
+from relayd.transport import _purerpc
+from relayd.transport.guard import PeerGuard
 from relayd.wire import METHOD_NAME, SERVICE_NAME, pb
 
 __all__ = ["GrpcServer", "StreamHandler", "TcpConnection"]
@@ -40,43 +41,6 @@ log = logging.getLogger(__name__)
 
 # Largest message relayd accepts from a hub (its messages are far smaller).
 MAX_INBOUND_MESSAGE = 1024 * 1024
-
-
-class _ServerSocket(GRPCProtoSocket):
-    """purerpc's server-side connection, with a cheaper receive loop.
-
-    purerpc's ``_listen`` awaits a checkpoint for every HTTP/2 event it hands to a
-    stream, so a burst of acks from the hub is processed one scheduler round each. The
-    streams' event channels are unbounded, so ``send_nowait`` is equivalent without the
-    round trip: a whole ``recv()`` worth of events is queued at once and the stream
-    handler takes them as a batch (relayd.grpc_stream.receive_messages). Otherwise the
-    same logic as purerpc 0.8.0's ``GRPCSocket._listen``.
-    """
-
-    async def _listen(self):  # type: ignore[no-untyped-def]
-        while True:
-            try:
-                data = await self._socket.recv(self._receive_buffer_size)
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
-                return
-            events = self._grpc_connection.receive_data(data)
-            await self._socket.flush()
-            for event in events:
-                if isinstance(event, WindowUpdated):
-                    targets = (self._streams.values() if event.stream_id == 0
-                               else [self._streams[event.stream_id]]
-                               if event.stream_id in self._streams else [])
-                    for stream in targets:
-                        await stream._set_flow_control_update()
-                    continue
-                if isinstance(event, RequestReceived):
-                    self._allocate_stream(event.stream_id)
-                stream = self._streams[event.stream_id]
-                stream._incoming_events[0].send_nowait(event)
-                if isinstance(event, RequestReceived):
-                    yield stream
-                elif isinstance(event, RequestEnded | ResponseEnded):
-                    stream._close_remote()
 
 
 class TcpConnection:
@@ -159,7 +123,7 @@ class GrpcServer:
                         # inside the connection's deadline: a stalled handshake is cut too
                         stream = await TLSStream.wrap(sock, ssl_context=self._ssl_context,
                                                       standard_compatible=False)
-                    async with _ServerSocket(self._config, stream) as grpc_socket, \
+                    async with _purerpc.ServerSocket(self._config, stream) as grpc_socket, \
                             trio.open_nursery() as nursery:
                         async for grpc_stream in grpc_socket.listen():
                             nursery.start_soon(self._serve_stream, grpc_stream, conn)

@@ -27,11 +27,12 @@ from collections.abc import Callable, Mapping, Sequence
 import trio
 from trio_util import move_on_when
 
-from relayd.config import Endpoint
-from relayd.connection import HubConnection, Lane
-from relayd.envelopes import envelope_head, stream_response
-from relayd.manager import ConnectionManager
-from relayd.store import AckOutcome, Store, StoredWebhook
+from relayd.edge.config import Endpoint
+from relayd.edge.connection import HubConnection
+from relayd.edge.envelopes import envelope_head, stream_response
+from relayd.edge.lane import Lane
+from relayd.edge.manager import ConnectionManager
+from relayd.edge.store import AckOutcome, Store, StoredWebhook
 from relayd.wire import ORDERED_PIPELINE
 
 __all__ = ["Dispatcher", "envelope_bytes"]

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from relayd.batching import take_batch
-from relayd.store import AckOutcome, AckRecord, Store
+from relayd.common.batching import take_batch
+from relayd.edge.store import AckOutcome, AckRecord, Store
 
 __all__ = ["AckWriter"]
 

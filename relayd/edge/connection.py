@@ -6,30 +6,29 @@ ack writer's channel), the heartbeat sender and the stale watchdog. `close` canc
 TCP connection's scope, which ends this nursery and closes the socket; nothing outside
 this connection is touched.
 
-Per-endpoint dispatch state (`Lane`: what is in flight, where the cursor is) also lives
-here, so a replaced or stale connection takes its in-flight set with it and the
-webhooks are simply read again, in order, from the database for the next connection.
+Per-endpoint dispatch state (`relayd.edge.lane.Lane`) also lives here, so a replaced or
+stale connection takes its in-flight set with it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
 from google.protobuf.message import DecodeError
 from purerpc.grpclib.exceptions import InvalidArgumentError
 
-from relayd.batching import take_batch
-from relayd.heartbeat import StaleWatchdog, send_heartbeats
-from relayd.store import AckRecord, StoredWebhook
+from relayd.common.batching import take_batch
+from relayd.common.heartbeat import StaleWatchdog, send_heartbeats
+from relayd.edge.lane import Lane
+from relayd.edge.store import AckRecord
+from relayd.transport.stream import MessageStream
 from relayd.wire import pb
 
-__all__ = ["HubConnection", "Lane", "MessageStream", "TransportControl"]
+__all__ = ["HubConnection", "TransportControl"]
 
 log = logging.getLogger(__name__)
 
@@ -45,76 +44,6 @@ class TransportControl(Protocol):
     peer: str
 
     def abort(self) -> None: ...
-
-
-class MessageStream(Protocol):
-    """The hub's stream as a connection uses it (`relayd.grpc_stream.BatchStream`)."""
-
-    async def send_messages(self, messages: Sequence[bytes]) -> None: ...
-    async def receive_messages(self, max_items: int) -> tuple[list[pb.StreamRequest], bool]: ...
-
-
-@dataclass
-class Lane:
-    """Dispatch state of one endpoint on one connection: what is in flight, in send order."""
-
-    in_flight: deque[StoredWebhook] = field(default_factory=deque)
-    # seq of the last webhook handed to the hub; the next read starts after it.
-    cursor: int = 0
-    # Bumped when the cursor is rewound, so a round that read rows before the rewind
-    # does not send them.
-    generation: int = 0
-    # Webhooks dropped from in_flight by a rewind whose ack (for that earlier copy) is
-    # still to come: the next ack naming one belongs to the old copy, not the resent one.
-    orphans: Counter[str] = field(default_factory=Counter)
-    _ids: set[str] = field(default_factory=set)
-
-    def push(self, webhook: StoredWebhook) -> None:
-        """``webhook`` was handed to the hub."""
-        self.in_flight.append(webhook)
-        self._ids.add(webhook.id)
-        self.cursor = webhook.seq
-
-    def holds(self, webhook_id: str) -> bool:
-        return webhook_id in self._ids
-
-    def release_head(self, webhook_id: str) -> bool:
-        """Free the oldest in-flight webhook if it is ``webhook_id`` (not an old copy's ack)."""
-        if self.in_flight and self.in_flight[0].id == webhook_id \
-                and not self.orphans[webhook_id]:
-            self._ids.discard(self.in_flight.popleft().id)
-            return True
-        return False
-
-    def release(self, webhook_id: str) -> None:
-        """Free ``webhook_id`` wherever it is in the window."""
-        if not self.release_head(webhook_id):
-            index = next(i for i, w in enumerate(self.in_flight) if w.id == webhook_id)
-            del self.in_flight[index]
-            self._ids.discard(webhook_id)
-
-    def rewind_to(self, webhook_id: str) -> None:
-        """``webhook_id`` and everything sent after it go back to pending, in order.
-
-        The later ones' acks (for these copies) are still to come: they become orphans.
-        """
-        while self.in_flight[-1].id != webhook_id:
-            dropped = self.in_flight.pop()
-            self._ids.discard(dropped.id)
-            self.orphans[dropped.id] += 1
-        webhook = self.in_flight.pop()
-        self._ids.discard(webhook_id)
-        self.cursor = webhook.seq - 1
-        self.generation += 1
-
-    def consume_orphan(self, webhook_id: str) -> bool:
-        """True (and forget it) if an ack for ``webhook_id`` belongs to a dropped copy."""
-        if not self.orphans[webhook_id]:
-            return False
-        self.orphans[webhook_id] -= 1
-        if not self.orphans[webhook_id]:
-            del self.orphans[webhook_id]
-        return True
 
 
 class HubConnection:

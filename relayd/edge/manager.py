@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import trio
 from trio_util import AsyncValue
 
-from relayd.connection import HubConnection
+from relayd.edge.connection import HubConnection
 from relayd.wire import pb
 
 __all__ = ["ConnectionManager", "ConnectionStatistics", "NotConnected"]

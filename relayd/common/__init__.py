@@ -1,0 +1,1 @@
+"""What both daemons share: config machinery, TLS, heartbeats, signals, logs, systemd."""

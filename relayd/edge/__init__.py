@@ -1,0 +1,1 @@
+"""relayd, the edge daemon: ingress, durable store, dispatcher, hub connections, status."""

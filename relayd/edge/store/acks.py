@@ -1,0 +1,137 @@
+"""The ack state machine: what an ack (or old age) does to a webhook row.
+
+Plain functions on a write connection, called inside the caller's transaction. A webhook
+is ``pending`` until an ack makes it ``delivered`` (success), ``failed`` (permanent
+failure) or, past the maximum age, ``dead_letter``; a transient failure keeps it
+``pending`` with the next attempt pushed back by the retry policy. A skip (see
+`AckRecord.is_skip`) is not an attempt. Acks for unknown or already final webhooks are
+reported as ``ignored`` and change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+
+from relayd.edge.store.records import (
+    DEAD_LETTER,
+    DELIVERED,
+    FAILED,
+    PENDING,
+    AckOutcome,
+    AckRecord,
+    RetryPolicy,
+)
+
+__all__ = ["apply_acks", "expire_pending"]
+
+# Longest error text kept per webhook.
+MAX_ERROR_CHARS = 500
+
+
+def apply_acks(conn: sqlite3.Connection, acks: Sequence[AckRecord], now: float,
+               retry: RetryPolicy) -> list[AckOutcome]:
+    """Apply ``acks`` in order; return what each one did."""
+    outcomes: list[AckOutcome] = []
+    # Each run of successes (the bulk) is one statement per status code instead of a
+    # query and an update per ack.
+    start = 0
+    while start < len(acks):
+        end = start
+        while end < len(acks) and acks[end].success:
+            end += 1
+        if end > start:
+            outcomes += _apply_successes(conn, acks[start:end], now, retry)
+            start = end
+        else:
+            outcomes.append(_apply_one(conn, acks[start], now, retry))
+            start += 1
+    return outcomes
+
+
+def expire_pending(conn: sqlite3.Connection, now: float, max_age: float,
+                   exclude: set[str]) -> list[str]:
+    """Turn pending webhooks older than ``max_age`` into dead letters; return their ids."""
+    ids = [
+        row[0]
+        for row in conn.execute(
+            "SELECT id FROM webhooks WHERE status = ? AND received_at <= ?",
+            (PENDING, now - max_age),
+        )
+        if row[0] not in exclude
+    ]
+    conn.executemany(
+        "UPDATE webhooks SET status = ?, last_error = ?, updated_at = ? "
+        "WHERE id = ? AND status = ?",
+        [(DEAD_LETTER, "expired undelivered", now, i, PENDING) for i in ids],
+    )
+    return ids
+
+
+def _apply_successes(conn: sqlite3.Connection, acks: Sequence[AckRecord], now: float,
+                     retry: RetryPolicy) -> list[AckOutcome]:
+    by_code: dict[int, list[str]] = {}
+    for ack in acks:
+        by_code.setdefault(ack.status_code, []).append(ack.webhook_id)
+    delivered: dict[str, str] = {}
+    for code, ids in by_code.items():
+        delivered.update(conn.execute(
+            "UPDATE webhooks SET status = ?, delivered_at = ?, last_status_code = ?, "
+            "attempts = attempts + 1, updated_at = ? WHERE status = ? AND id IN "
+            "(SELECT value FROM json_each(?)) RETURNING id, endpoint_id",
+            (DELIVERED, now, code, now, PENDING, json.dumps(ids)),
+        ).fetchall())
+    outcomes = []
+    for ack in acks:
+        endpoint_id = delivered.pop(ack.webhook_id, None)
+        if endpoint_id is not None:
+            outcomes.append(AckOutcome(ack.webhook_id, endpoint_id, "delivered"))
+        else:  # unknown, already final, or a second ack in this batch: say which
+            outcomes.append(_apply_one(conn, ack, now, retry))
+    return outcomes
+
+
+def _apply_one(conn: sqlite3.Connection, ack: AckRecord, now: float,
+               retry: RetryPolicy) -> AckOutcome:
+    row = conn.execute(
+        "SELECT endpoint_id, status, attempts, received_at FROM webhooks WHERE id = ?",
+        (ack.webhook_id,),
+    ).fetchone()
+    if row is None:
+        return AckOutcome(ack.webhook_id, None, "ignored", "unknown webhook id")
+    endpoint_id, status, attempts, received_at = row
+    if status != PENDING:
+        return AckOutcome(ack.webhook_id, endpoint_id, "ignored", f"already {status}")
+    if ack.is_skip():
+        return AckOutcome(ack.webhook_id, endpoint_id, "skipped")
+    error = ack.error_message[:MAX_ERROR_CHARS]
+    if ack.success:
+        conn.execute(
+            "UPDATE webhooks SET status = ?, delivered_at = ?, last_status_code = ?, "
+            "attempts = attempts + 1, updated_at = ? WHERE id = ?",
+            (DELIVERED, now, ack.status_code, now, ack.webhook_id),
+        )
+        return AckOutcome(ack.webhook_id, endpoint_id, "delivered")
+    if ack.permanent_failure:
+        conn.execute(
+            "UPDATE webhooks SET status = ?, last_error = ?, last_status_code = ?, "
+            "attempts = attempts + 1, updated_at = ? WHERE id = ?",
+            (FAILED, error, ack.status_code, now, ack.webhook_id),
+        )
+        return AckOutcome(ack.webhook_id, endpoint_id, "failed", error)
+    failures = attempts + 1
+    if now - received_at >= retry.max_age:
+        conn.execute(
+            "UPDATE webhooks SET status = ?, last_error = ?, last_status_code = ?, "
+            "attempts = ?, updated_at = ? WHERE id = ?",
+            (DEAD_LETTER, error, ack.status_code, failures, now, ack.webhook_id),
+        )
+        return AckOutcome(ack.webhook_id, endpoint_id, "dead_letter", error)
+    next_at = now + retry.delay(failures)
+    conn.execute(
+        "UPDATE webhooks SET attempts = ?, next_attempt_at = ?, last_error = ?, "
+        "last_status_code = ?, updated_at = ? WHERE id = ?",
+        (failures, next_at, error, ack.status_code, now, ack.webhook_id),
+    )
+    return AckOutcome(ack.webhook_id, endpoint_id, "retry", error, next_at)

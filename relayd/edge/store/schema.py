@@ -1,0 +1,73 @@
+"""The SQLite schema, its migrations, and how relayd opens a connection to it."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+
+__all__ = ["SCHEMA_VERSION", "connect", "migrate"]
+
+SCHEMA_VERSION = 2
+
+
+def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """A connection usable from worker threads, fsyncing every commit.
+
+    ``synchronous=FULL``: an acknowledged webhook survives a power loss, not only a
+    process crash. ``busy_timeout`` is how long it waits on a lock held by another
+    process before the statement fails.
+    """
+    conn = sqlite3.connect(path, check_same_thread=False, timeout=busy_timeout)
+    try:
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def migrate(db: sqlite_utils.Database) -> None:
+    """Create the schema, or upgrade it step by step using ``PRAGMA user_version``."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"database schema version {version} is newer than this relayd ({SCHEMA_VERSION})"
+        )
+    if version < 1:
+        with db.atomic():
+            db.execute(
+                """
+                CREATE TABLE IF NOT EXISTS webhooks (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order
+                    id TEXT NOT NULL UNIQUE,
+                    endpoint_id TEXT NOT NULL,
+                    method TEXT NOT NULL,
+                    headers TEXT NOT NULL,                  -- JSON [[name, value], ...]
+                    body BLOB NOT NULL,
+                    received_at REAL NOT NULL,              -- Unix seconds
+                    status TEXT NOT NULL CHECK (status IN
+                        ('pending', 'delivered', 'failed', 'dead_letter')),
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_at REAL NOT NULL DEFAULT 0,
+                    last_error TEXT,
+                    last_status_code INTEGER,
+                    delivered_at REAL,
+                    updated_at REAL NOT NULL
+                )
+                """
+            )
+            db.execute(
+                "CREATE INDEX IF NOT EXISTS webhooks_pending_by_endpoint "
+                "ON webhooks (endpoint_id, seq) WHERE status = 'pending'"
+            )
+            db.execute(
+                "CREATE INDEX IF NOT EXISTS webhooks_by_status ON webhooks (status, received_at)"
+            )
+            db.execute("PRAGMA user_version = 1")
+    if version < 2:
+        with db.atomic():
+            db.execute("ALTER TABLE webhooks ADD COLUMN envelope_head BLOB")
+            db.execute("PRAGMA user_version = 2")

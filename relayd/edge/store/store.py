@@ -1,0 +1,170 @@
+"""`Store`: the one interface to the webhook database, every call off the event loop.
+
+Every method is ``async`` and runs its SQL on a worker thread (`trio.to_thread.run_sync`).
+All writes go through one write connection guarded by a `trio.CapacityLimiter` of 1 (the
+single writer); the callers batch (the ingest batcher and the ack writer each hand over
+many rows per transaction). Reads use their own connections, which WAL lets run beside
+the writer. The SQL itself lives in `schema`, `acks` and `queries`; this class only
+owns the connections, the locks and the thread hops, so another engine can stand in for
+it behind the same methods.
+
+In flight is not a database state: a webhook stays ``pending`` until its ack lands, and
+the dispatcher keeps what it sent in memory. After a crash nothing is stuck "in flight".
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import ExitStack, asynccontextmanager
+from pathlib import Path
+
+import sqlite_utils
+import trio
+
+from relayd.edge.config import RelayConfig, StoreConfig
+from relayd.edge.envelopes import envelope_head
+from relayd.edge.store import acks, queries, schema
+from relayd.edge.store.records import (
+    PENDING,
+    AckOutcome,
+    AckRecord,
+    NewWebhook,
+    RetryPolicy,
+    StoredWebhook,
+)
+
+__all__ = ["Store", "retry_policy"]
+
+
+def retry_policy(relay: RelayConfig) -> RetryPolicy:
+    """The retry policy ``relay`` configures (defaults: `RelayConfig`'s)."""
+    return RetryPolicy(relay.retry_initial, relay.retry_max, relay.max_age)
+
+
+class Store:
+    """The webhook table. Open with ``async with Store.open(path) as store``."""
+
+    def __init__(self, path: Path, retry: RetryPolicy, busy_timeout: float,
+                 write: sqlite3.Connection, read_dispatch: sqlite3.Connection,
+                 read_status: sqlite3.Connection) -> None:
+        self.path = path
+        self.retry = retry
+        self.busy_timeout = busy_timeout
+        self._write_db = sqlite_utils.Database(write)
+        self._read_dispatch = read_dispatch
+        self._read_status = read_status
+        self._write_lock = trio.CapacityLimiter(1)
+        self._dispatch_lock = trio.CapacityLimiter(1)
+        self._status_lock = trio.CapacityLimiter(1)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, path: Path, retry: RetryPolicy | None = None,
+                   busy_timeout: float = StoreConfig.busy_timeout) -> AsyncIterator[Store]:
+        """Open (creating or migrating) the database at ``path``; closed on every way out.
+
+        Raises `sqlite3.Error` (or `OSError` for the folder) if it cannot be opened; no
+        connection is left open then.
+        """
+        retry = retry or retry_policy(RelayConfig())
+        with ExitStack() as opened:
+            def open_all() -> Store:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                conns = []
+                for _ in range(3):
+                    conn = schema.connect(path, busy_timeout)
+                    opened.callback(conn.close)
+                    conns.append(conn)
+                write = sqlite_utils.Database(conns[0])
+                write.enable_wal()
+                schema.migrate(write)
+                return cls(path, retry, busy_timeout, *conns)
+
+            store = await trio.to_thread.run_sync(open_all)
+            try:
+                yield store
+            finally:
+                with trio.CancelScope(shield=True):
+                    # after the calls still running on worker threads, off the event loop
+                    async with store._write_lock, store._dispatch_lock, store._status_lock:
+                        await trio.to_thread.run_sync(opened.close)
+
+    # -- writes ---------------------------------------------------------------
+
+    async def insert_webhooks(self, webhooks: Sequence[NewWebhook]) -> None:
+        """Store ``webhooks`` in one committed transaction (group commit)."""
+        rows = [
+            {
+                "id": w.id,
+                "endpoint_id": w.endpoint_id,
+                "method": w.method,
+                "headers": json.dumps(list(w.headers)),
+                "body": w.body,
+                "received_at": w.received_at,
+                "status": PENDING,
+                "attempts": 0,
+                "next_attempt_at": 0.0,
+                "updated_at": w.received_at,
+                "envelope_head": envelope_head(w.id, w.endpoint_id, w.received_at, w.headers),
+            }
+            for w in webhooks
+        ]
+
+        def insert() -> None:
+            db = self._write_db
+            with db.atomic():
+                db["webhooks"].insert_all(rows, batch_size=len(rows) or 1)
+
+        async with self._write_lock:
+            await trio.to_thread.run_sync(insert)
+
+    async def apply_acks(self, records: Sequence[AckRecord], now: float) -> list[AckOutcome]:
+        """Apply a batch of acks in one transaction; return what each one did."""
+        def apply() -> list[AckOutcome]:
+            with self._write_db.atomic():
+                return acks.apply_acks(self._write_db.conn, records, now, self.retry)
+
+        async with self._write_lock:
+            return await trio.to_thread.run_sync(apply)
+
+    async def expire_pending(self, now: float, exclude: Iterable[str] = ()) -> list[str]:
+        """Turn pending webhooks older than the max age into dead letters; return their ids."""
+        skip = set(exclude)
+
+        def expire() -> list[str]:
+            with self._write_db.atomic():
+                return acks.expire_pending(self._write_db.conn, now, self.retry.max_age, skip)
+
+        async with self._write_lock:
+            return await trio.to_thread.run_sync(expire)
+
+    # -- reads ----------------------------------------------------------------
+
+    async def next_pending(
+        self, wanted: Sequence[tuple[str, int, int]]
+    ) -> dict[str, list[StoredWebhook]]:
+        """For each ``(endpoint_id, after_seq, limit)``, the next pending rows in order.
+
+        One thread hop for all endpoints; rows already handed out are skipped by ``after_seq``.
+        """
+        async with self._dispatch_lock:
+            return await trio.to_thread.run_sync(queries.next_pending, self._read_dispatch,
+                                                 wanted)
+
+    async def counts(self) -> dict[str, object]:
+        """Counts per status and the age basis of the oldest pending webhook."""
+        async with self._status_lock:
+            return await trio.to_thread.run_sync(queries.counts, self._read_status)
+
+    async def get(self, webhook_id: str) -> dict[str, object] | None:
+        """One webhook's row as a dict (status and tooling)."""
+        async with self._status_lock:
+            return await trio.to_thread.run_sync(queries.get, self._read_status, webhook_id)
+
+    async def pending_outside(self, endpoint_ids: Sequence[str]) -> dict[str, int]:
+        """Pending counts for endpoints that are not in ``endpoint_ids`` (orphans)."""
+        async with self._status_lock:
+            return await trio.to_thread.run_sync(queries.pending_outside, self._read_status,
+                                                 endpoint_ids)

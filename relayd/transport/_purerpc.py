@@ -1,0 +1,173 @@
+"""Every use of purerpc's private API, in one place.
+
+purerpc 0.8.0 is in maintenance mode and its public surface is too thin for relayd (see
+shared/notes/stack.md), so the transport reaches into it here and nowhere else:
+
+- `ServerSocket._listen` replaces ``purerpc.grpc_socket.GRPCSocket._listen`` (the
+  server's receive loop): the same logic, but a whole ``recv()`` worth of events is queued without
+  a checkpoint per event;
+- `ClientSocket._reader_thread` extends ``GRPCSocket._reader_thread``: when the connection
+  ends it closes every stream's event channel, so a waiting reader raises instead of
+  hanging (purerpc never tells its streams);
+- `send_messages` repeats ``GRPCStream._send``'s flow-control loop over many messages, using
+  ``stream._grpc_connection``, ``stream._socket`` and ``stream._wait_flow_control_update``;
+- `receive_messages` repeats ``GRPCProtoStream.receive_message`` / ``GRPCStream._receive``
+  over every queued event, using
+  ``stream._incoming_events``, ``stream._incoming_message_type``,
+  ``stream._start_stream_event`` / ``_end_stream_event`` and the connection's flow control;
+- `ServerSocket._listen` also uses ``_socket``, ``_grpc_connection``, ``_streams``,
+  ``_allocate_stream``, ``_receive_buffer_size``, ``stream._set_flow_control_update`` and
+  ``stream._close_remote``.
+
+`PURERPC_VERSION` and `REPLACED_SOURCE_SHA256` record what these were written against;
+``tests/test_purerpc_guard.py`` fails when the installed purerpc differs, so an upgrade
+is a conscious act: re-read the functions named above, adapt, then update the hashes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import anyio
+from google.protobuf.message import Message
+from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
+from purerpc.grpclib.buffers import MessageWriteBuffer
+from purerpc.grpclib.events import (
+    MessageReceived,
+    RequestEnded,
+    RequestReceived,
+    ResponseEnded,
+    WindowUpdated,
+)
+
+__all__ = [
+    "MAX_OUTBOUND_MESSAGE",
+    "PURERPC_VERSION",
+    "REPLACED_SOURCE_SHA256",
+    "ClientSocket",
+    "ServerSocket",
+    "receive_messages",
+    "send_messages",
+]
+
+# The purerpc release this module was written against (pinned in pyproject.toml).
+PURERPC_VERSION = "0.8.0"
+# sha256 of the source of each purerpc function this module replaces or relies on.
+REPLACED_SOURCE_SHA256 = {
+    "purerpc.grpc_socket.GRPCSocket._listen":
+        "0baaac3545b6ad4f8eaeb2001e6f7eb90234ce258ecd6059fe8dd60266e0f221",
+    "purerpc.grpc_socket.GRPCSocket._reader_thread":
+        "0337e27f49d7835f1f60b4711b4dff70db5344bf6a2c1becf295ffaca51392a1",
+    "purerpc.grpc_socket.GRPCStream._send":
+        "bde89e911f9814406b9c9c3e84d863f01229549631d0791f980960d3bb3c4191",
+    "purerpc.grpc_socket.GRPCStream._receive":
+        "abde7a0baa6d89d5dafba457f383ad8c5d4bb94643dd802dde69204c85135258",
+    "purerpc.grpc_proto.GRPCProtoStream.receive_message":
+        "dcbcc022d632826e6a769ac22f5386c17c5d5ec9d39f7f05259c8f679dc0d2dc",
+}
+
+# Largest message sent (an envelope is at most ingress.max_body_bytes plus headers; the
+# connection's own limit is for what it receives).
+MAX_OUTBOUND_MESSAGE = 32 * 1024 * 1024
+
+
+class ServerSocket(GRPCProtoSocket):
+    """purerpc's server-side connection, with a cheaper receive loop.
+
+    purerpc's ``_listen`` awaits a checkpoint for every HTTP/2 event it hands to a
+    stream, so a burst of acks from the hub is processed one scheduler round each. The
+    streams' event channels are unbounded, so ``send_nowait`` is equivalent without the
+    round trip: a whole ``recv()`` worth of events is queued at once and the stream
+    handler takes them as a batch (`receive_messages`).
+    """
+
+    async def _listen(self) -> AsyncIterator[GRPCProtoStream]:  # type: ignore[override]
+        while True:
+            try:
+                data = await self._socket.recv(self._receive_buffer_size)
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                return
+            events = self._grpc_connection.receive_data(data)
+            await self._socket.flush()
+            for event in events:
+                if isinstance(event, WindowUpdated):
+                    targets = (self._streams.values() if event.stream_id == 0
+                               else [self._streams[event.stream_id]]
+                               if event.stream_id in self._streams else [])
+                    for stream in targets:
+                        await stream._set_flow_control_update()
+                    continue
+                if isinstance(event, RequestReceived):
+                    self._allocate_stream(event.stream_id)
+                stream = self._streams[event.stream_id]
+                stream._incoming_events[0].send_nowait(event)
+                if isinstance(event, RequestReceived):
+                    yield stream
+                elif isinstance(event, RequestEnded | ResponseEnded):
+                    stream._close_remote()
+
+
+class ClientSocket(GRPCProtoSocket):
+    """purerpc's client-side connection; its streams learn when the connection ends."""
+
+    async def _reader_thread(self) -> None:
+        try:
+            await super()._reader_thread()
+        finally:
+            # Wake every stream still waiting for a message: the connection is gone.
+            for stream in list(self._streams.values()):
+                stream._incoming_events[0].close()
+
+
+async def send_messages(stream: GRPCProtoStream, messages: Sequence[Message | bytes]) -> None:
+    """Send ``messages`` (or already serialized ones) in order, in as few writes as can be."""
+    connection = stream._grpc_connection
+    buffer = MessageWriteBuffer(connection.config.message_encoding, MAX_OUTBOUND_MESSAGE)
+    for message in messages:
+        buffer.write_message(message if isinstance(message, bytes)
+                             else message.SerializeToString())
+    # The same loop as purerpc's GRPCStream._send, over the whole backlog.
+    while buffer:
+        window = connection.flow_control_window(stream.stream_id)
+        if window <= 0:
+            await stream._wait_flow_control_update()
+            continue
+        connection.send_data(stream.stream_id, buffer.data_to_send(min(window, len(buffer))))
+        await stream._socket.flush()
+
+
+async def receive_messages(stream: GRPCProtoStream, max_items: int) -> tuple[list[Message], bool]:
+    """Wait for the next message, then take all already received (up to ``max_items``).
+
+    Returns ``(messages, ended)``; ``ended`` is True when the peer ended the stream
+    (``stream.end_stream_event`` then holds the end event). Raises what
+    ``receive_message`` raises: `google.protobuf.message.DecodeError` for a malformed
+    message, `anyio.EndOfStream` when the connection is gone.
+    """
+    incoming = stream._incoming_events[1]
+    events = [await incoming.receive()]
+    while len(events) < max_items:
+        try:
+            events.append(incoming.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            break
+    messages: list[Message] = []
+    credit = 0
+    ended = False
+    try:
+        for event in events:
+            if isinstance(event, MessageReceived):
+                credit += event.flow_controlled_length
+                message = stream._incoming_message_type()
+                message.ParseFromString(event.data)
+                messages.append(message)
+            elif isinstance(event, RequestEnded | ResponseEnded):
+                stream._end_stream_event = event
+                ended = True
+            else:
+                stream._start_stream_event = event
+    finally:
+        if credit:
+            stream._grpc_connection.acknowledge_received_data(stream.stream_id, credit)
+            await stream._socket.flush()
+    return messages, ended

@@ -1,0 +1,67 @@
+"""The hub stream as both daemons use it: messages sent and received in batches.
+
+purerpc handles one message at a time through the pure-Python h2 stack: ``send_message``
+makes a DATA frame per message, and ``receive_message`` returns flow-control credit (a
+WINDOW_UPDATE frame and a socket write) per message. That per-message overhead is most of
+the cost of relaying a webhook. `BatchStream` instead writes a backlog as consecutive
+gRPC messages in as few DATA frames as flow control allows, and takes every message
+already received at once, returning their credit together. The wire format is unchanged
+(gRPC messages may share or span DATA frames), so the peer needs nothing special.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from google.protobuf.message import Message
+from purerpc.grpc_proto import GRPCProtoStream
+
+from relayd.transport import _purerpc
+
+__all__ = ["BatchStream", "MessageStream"]
+
+
+class MessageStream(Protocol):
+    """A gRPC stream used in batches (`BatchStream`; fakes in tests)."""
+
+    async def send_messages(self, messages: Sequence[Message | bytes]) -> None: ...
+    async def receive_messages(self, max_items: int) -> tuple[list[Message], bool]: ...
+    async def receive_message(self) -> Message | None: ...
+    async def send_message(self, message: Message) -> None: ...
+    async def close(self) -> None: ...
+    @property
+    def end_stream_event(self) -> object: ...
+
+
+class BatchStream:
+    """A purerpc stream used in batches; see the module docstring."""
+
+    def __init__(self, stream: GRPCProtoStream) -> None:
+        self._stream = stream
+
+    async def send_messages(self, messages: Sequence[Message | bytes]) -> None:
+        """Send ``messages`` (or already serialized ones) in order, in as few writes as can be."""
+        await _purerpc.send_messages(self._stream, messages)
+
+    async def send_message(self, message: Message) -> None:
+        await _purerpc.send_messages(self._stream, (message,))
+
+    async def receive_messages(self, max_items: int) -> tuple[list[Message], bool]:
+        """Wait for a message, then take all already received (up to ``max_items``).
+
+        Returns ``(messages, ended)``; see `relayd.transport._purerpc.receive_messages`.
+        """
+        return await _purerpc.receive_messages(self._stream, max_items)
+
+    async def receive_message(self) -> Message | None:
+        """The next message, or None when the peer ended the stream."""
+        message: Message | None = await self._stream.receive_message()
+        return message
+
+    async def close(self) -> None:
+        await self._stream.close()
+
+    @property
+    def end_stream_event(self) -> object:
+        return self._stream.end_stream_event
