@@ -55,7 +55,7 @@ class HubConnection:
         hub_id: str,
         endpoint_ids: frozenset[str] | None,
         capabilities: frozenset[str],
-        stream: MessageStream,
+        stream: MessageStream[pb.StreamRequest],
         transport: TransportControl,
         ack_sink: trio.MemorySendChannel[AckRecord],
         on_delivered: Callable[[], None] = lambda: None,

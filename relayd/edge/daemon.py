@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -175,13 +177,19 @@ class Relayd:
                         "endpoint=%s count=%d", endpoint_id, count)
 
 
-async def _start_tracked(nursery: trio.Nursery, fn: object) -> trio.Event:
+class _Component(Protocol):
+    """A component's ``run``: ready once it calls ``task_status.started()``."""
+
+    def __call__(self, *, task_status: trio.TaskStatus[None]) -> Awaitable[None]: ...
+
+
+async def _start_tracked(nursery: trio.Nursery, fn: _Component) -> trio.Event:
     """Start ``fn`` (a ``run``-style component) and return an event set when it returns."""
     done = trio.Event()
 
     async def tracked(*, task_status: trio.TaskStatus[None]) -> None:
         try:
-            await fn(task_status=task_status)  # type: ignore[operator]
+            await fn(task_status=task_status)
         finally:
             done.set()
 
@@ -189,7 +197,7 @@ async def _start_tracked(nursery: trio.Nursery, fn: object) -> trio.Event:
     return done
 
 
-async def _run_in_scope(scope: trio.CancelScope, fn: object, *,
+async def _run_in_scope(scope: trio.CancelScope, fn: _Component, *,
                         task_status: trio.TaskStatus[None]) -> None:
     with scope:
-        await fn(task_status=task_status)  # type: ignore[operator]
+        await fn(task_status=task_status)

@@ -80,7 +80,7 @@ class RelayStreamHandler:
             hub_id=hub_id,
             endpoint_ids=endpoint_ids,
             capabilities=frozenset(request.capabilities),
-            stream=BatchStream(stream),  # type: ignore[arg-type]
+            stream=BatchStream(stream),
             transport=transport,
             ack_sink=self._ack_sink,
             on_delivered=self._on_delivered,

@@ -52,8 +52,10 @@ async def serve_http(
     config.include_server_header = False
 
     async def run_server(*, task_status: trio.TaskStatus[list[str]]) -> None:
+        # hypercorn types the app with its TypedDict scopes and events (ours are plain
+        # dicts) and task_status with trio's private _TaskStatus class
         await serve(app, config, shutdown_trigger=shutdown_trigger,  # type: ignore[arg-type]
-                    task_status=task_status)
+                    task_status=task_status)  # type: ignore[arg-type]
 
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(run_server)

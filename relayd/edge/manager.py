@@ -43,14 +43,15 @@ class ConnectionManager:
 
     @property
     def current(self) -> HubConnection | None:
-        return self._current.value
+        current: HubConnection | None = self._current.value  # (trio_util is untyped)
+        return current
 
     def is_connected(self) -> bool:
         return self._current.value is not None
 
     async def wait_connected(self) -> HubConnection:
         """Wait until a hub is connected and return its connection."""
-        conn = await self._current.wait_value(lambda c: c is not None)
+        conn: HubConnection | None = await self._current.wait_value(lambda c: c is not None)
         assert conn is not None
         return conn
 

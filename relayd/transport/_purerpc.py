@@ -81,7 +81,7 @@ class ServerSocket(GRPCProtoSocket):
     handler takes them as a batch (`receive_messages`).
     """
 
-    async def _listen(self) -> AsyncIterator[GRPCProtoStream]:  # type: ignore[override]
+    async def _listen(self) -> AsyncIterator[GRPCProtoStream]:
         while True:
             try:
                 data = await self._socket.recv(self._receive_buffer_size)

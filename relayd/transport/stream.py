@@ -12,7 +12,7 @@ already received at once, returning their credit together. The wire format is un
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar, cast
 
 from google.protobuf.message import Message
 from purerpc.grpc_proto import GRPCProtoStream
@@ -21,21 +21,28 @@ from relayd.transport import _purerpc
 
 __all__ = ["BatchStream", "MessageStream"]
 
+# The message type a stream receives: the edge receives StreamRequest, the hub StreamResponse.
+ReceiveT = TypeVar("ReceiveT", bound=Message)
 
-class MessageStream(Protocol):
+
+class MessageStream(Protocol[ReceiveT]):
     """A gRPC stream used in batches (`BatchStream`; fakes in tests)."""
 
     async def send_messages(self, messages: Sequence[Message | bytes]) -> None: ...
-    async def receive_messages(self, max_items: int) -> tuple[list[Message], bool]: ...
-    async def receive_message(self) -> Message | None: ...
+    async def receive_messages(self, max_items: int) -> tuple[list[ReceiveT], bool]: ...
+    async def receive_message(self) -> ReceiveT | None: ...
     async def send_message(self, message: Message) -> None: ...
     async def close(self) -> None: ...
     @property
     def end_stream_event(self) -> object: ...
 
 
-class BatchStream:
-    """A purerpc stream used in batches; see the module docstring."""
+class BatchStream(Generic[ReceiveT]):
+    """A purerpc stream used in batches; see the module docstring.
+
+    ``ReceiveT`` is the message type purerpc decodes on ``stream`` (the method's request
+    type on the server, the ``expect_message_type`` on the client).
+    """
 
     def __init__(self, stream: GRPCProtoStream) -> None:
         self._stream = stream
@@ -47,16 +54,18 @@ class BatchStream:
     async def send_message(self, message: Message) -> None:
         await _purerpc.send_messages(self._stream, (message,))
 
-    async def receive_messages(self, max_items: int) -> tuple[list[Message], bool]:
+    async def receive_messages(self, max_items: int) -> tuple[list[ReceiveT], bool]:
         """Wait for a message, then take all already received (up to ``max_items``).
 
         Returns ``(messages, ended)``; see `relayd.transport._purerpc.receive_messages`.
         """
-        return await _purerpc.receive_messages(self._stream, max_items)
+        received = await _purerpc.receive_messages(self._stream, max_items)
+        # decoded with the stream's message type, so each one is a ReceiveT
+        return cast(tuple[list[ReceiveT], bool], received)
 
-    async def receive_message(self) -> Message | None:
+    async def receive_message(self) -> ReceiveT | None:
         """The next message, or None when the peer ended the stream."""
-        message: Message | None = await self._stream.receive_message()
+        message: ReceiveT | None = await self._stream.receive_message()
         return message
 
     async def close(self) -> None:
