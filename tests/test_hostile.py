@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sqlite3
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from hypothesis import strategies as st
 from relayd.edge.daemon import Relayd
 from relayd.wire import pb
 from tests.conftest import start_edge
+from tests.db import open_db
 from tests.helpers import TestHub, connect_request, post, wait_for
 
 UNAUTHENTICATED, INVALID_ARGUMENT = 16, 3
@@ -245,7 +245,7 @@ async def test_any_message_sequence_proceeds_or_ends_with_a_clear_status(
         async with TestHub.connected(edge.addresses.grpc) as good:
             webhook = await good.recv_webhook()
             assert webhook.id == wid
-        with sqlite3.connect(edge.config.store.path) as db:
+        with open_db(edge.config.store.path) as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
             assert db.execute("SELECT status FROM webhooks").fetchall() == [("pending",)]
         nursery.cancel_scope.cancel()
