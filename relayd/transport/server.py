@@ -165,6 +165,7 @@ class GrpcServer:
         """Serve each accepted connection in ``nursery``; wait out running out of resources.
 
         A shortage is logged when it starts and when it ends, not per failed accept.
+        Any other accept error ends the listener (and relayd).
         """
         shortage_since: float | None = None
         failed_accepts = 0
@@ -232,7 +233,9 @@ class GrpcServer:
                 try:
                     async for grpc_stream in grpc_socket.listen():
                         nursery.start_soon(self._serve_stream, grpc_stream, conn)
-                except Exception as exc:  # the receive loop only parses the peer's bytes
+                except PEER_ERRORS:
+                    raise
+                except Exception as exc:  # from purerpc's parser: see MalformedInput
                     raise MalformedInput(describe(exc)) from exc
                 # The peer closed the TCP connection. purerpc does not tell the
                 # streams, which would wait for messages forever: end them here.
