@@ -72,7 +72,6 @@ async def test_grpc_listener_survives_running_out_of_file_descriptors(tmp_path: 
                 for _ in range(SPARE_FDS + 8):
                     await idle.enter_async_context(await trio.open_tcp_stream(host, int(port)))
                 await edge.wait_log(r"grpc listener cannot accept: EMFILE")
-                assert open_fds(pid) == limit
                 # A hub connects while relayd is exhausted: its TCP handshake completes in
                 # the kernel, but relayd cannot accept it, so no answer comes...
                 async with TestHub.open(ListenAddress(host, int(port))) as hub:
