@@ -8,28 +8,37 @@ protocol layer (through `relayd.transport._purerpc`):
 - each TCP connection runs inside its own cancel scope (`TcpConnection.abort`), and its
   socket is force-closed when it ends, however it ends;
 - each HTTP/2 stream is routed by path; only ``/relay.v1.RelayService/Stream`` exists;
+- the accept loop waits out a lack of file descriptors or kernel memory instead of
+  ending (as trio's ``serve_listeners`` does; anyio's ``Listener.serve`` does not);
 - a connection's error stays inside that connection; limits per peer and in total, and
-  failure logging that cannot be flooded, are `relayd.transport.guard.PeerGuard`'s.
+  failure logging that cannot be flooded, are `relayd.transport.guard.PeerGuard`'s;
+- only what the peer did counts against it: an error of relayd's own (a bug in a
+  handler) is logged with its traceback and ends that connection, nothing else.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import NoReturn, cast
 
 import anyio
 import anyio.abc
+import h2.exceptions
 import trio
 from anyio.streams.tls import TLSStream
+from google.protobuf.message import DecodeError
 from purerpc.grpc_proto import GRPCProtoStream
 from purerpc.grpclib.config import GRPCConfiguration
 from purerpc.grpclib.events import RequestReceived
-from purerpc.grpclib.exceptions import RpcFailedError
+from purerpc.grpclib.exceptions import ProtocolError, RpcFailedError
 from purerpc.grpclib.status import Status, StatusCode
 
-from relayd.common.runner import leaves
+from relayd.common.runner import describe, leaves
 from relayd.common.tomlconfig import ListenAddress
 from relayd.transport import _purerpc
 from relayd.transport.guard import PeerGuard
@@ -41,6 +50,47 @@ log = logging.getLogger(__name__)
 
 # Largest message relayd accepts from a hub (its messages are far smaller).
 MAX_INBOUND_MESSAGE = 1024 * 1024
+
+# accept(2) errors that mean the process or the system is out of file descriptors or
+# kernel memory, not that the listener is broken (trio's ``ACCEPT_CAPACITY_ERRNOS``).
+# New connections wait in the kernel's backlog until some are freed.
+ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+# Pause before accepting again after one of those (trio's ``SLEEP_TIME``).
+ACCEPT_RETRY_SECONDS = 0.1
+# accept(2) errors that only lose the one connection being accepted: a firewall denial
+# (EPERM) or a connection aborted before it was accepted (trio's SocketListener skips the
+# same ones; anyio's listener passes them on).
+ACCEPT_SKIP_ERRNOS = frozenset(
+    getattr(errno, name) for name in (
+        "EPERM", "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET",
+        "EHOSTUNREACH", "EOPNOTSUPP", "ENETUNREACH", "ENOSR", "ESOCKTNOSUPPORT",
+        "EPROTONOSUPPORT", "ETIMEDOUT", "ECONNRESET",
+    ) if hasattr(errno, name)
+)
+
+
+class MalformedInput(Exception):
+    """What the peer sent broke the HTTP/2 or gRPC parser; ``__cause__`` says how.
+
+    purerpc's parser raises more than its ``ProtocolError`` on malformed requests: a
+    missing content-type is a KeyError, a bad grpc-timeout, path or ``-bin`` header a
+    ValueError, repeated headers an AttributeError or TypeError, a bad compressed message
+    ``zlib.error``, a snappy one ImportError. Whatever the receive loop raises is
+    therefore the peer's doing, whatever its type.
+    """
+
+
+# Errors that count against the peer (`PeerGuard.failure`): it broke the connection or the
+# protocol. Anything else is relayd's own bug: logged with its traceback, never counted.
+PEER_ERRORS: tuple[type[Exception], ...] = (
+    MalformedInput,
+    anyio.BrokenResourceError,  # the socket failed (reset, broken pipe): the OSError is the cause
+    anyio.EndOfStream,  # the peer closed the connection during the TLS handshake
+    ssl.SSLError,  # TLS handshake or record errors
+    h2.exceptions.ProtocolError,  # e.g. sending on a stream the peer reset, flow control
+    ProtocolError,  # purerpc's (bad request headers, message too large)
+    DecodeError,  # a message that is not a StreamRequest
+)
 
 
 class TcpConnection:
@@ -96,17 +146,51 @@ class GrpcServer:
 
     async def run(self, *, task_status: trio.TaskStatus[ListenAddress] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        listener: anyio.abc.Listener[anyio.abc.SocketStream] = await anyio.create_tcp_listener(
-            local_host=self._listen.host, local_port=self._listen.port
-        )
+        listener = await anyio.create_tcp_listener(local_host=self._listen.host,
+                                                   local_port=self._listen.port)
         port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        async with listener:
+        async with listener, trio.open_nursery() as nursery:
+            for one in listener.listeners:  # one per address family of the host
+                # create_tcp_listener's are SocketListeners; its type says only Listener
+                nursery.start_soon(self._accept_forever, cast(anyio.abc.SocketListener, one),
+                                   nursery)
             task_status.started(ListenAddress(self._listen.host, port))
-            await listener.serve(self._serve_connection)
 
     def abort_all(self) -> None:
         for conn in list(self.connections):
             conn.abort()
+
+    async def _accept_forever(self, listener: anyio.abc.SocketListener,
+                              nursery: trio.Nursery) -> NoReturn:
+        """Serve each accepted connection in ``nursery``; wait out running out of resources.
+
+        A shortage is logged when it starts and when it ends, not per failed accept.
+        Any other accept error ends the listener (and relayd).
+        """
+        shortage_since: float | None = None
+        failed_accepts = 0
+        while True:
+            try:
+                sock = await listener.accept()
+            except (anyio.BrokenResourceError, OSError) as exc:
+                code = _accept_errno(exc)
+                if code in ACCEPT_SKIP_ERRNOS:
+                    continue
+                if code is None or code not in ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                if shortage_since is None:
+                    shortage_since = trio.current_time()
+                    log.error("grpc listener cannot accept: %s (%s); new connections wait "
+                              "until some close, retrying every %gs", errno.errorcode[code],
+                              os.strerror(code), ACCEPT_RETRY_SECONDS)
+                failed_accepts += 1
+                await trio.sleep(ACCEPT_RETRY_SECONDS)
+                continue
+            if shortage_since is not None:
+                log.warning("grpc listener accepting again after %d failed accepts in %.1fs",
+                            failed_accepts, trio.current_time() - shortage_since)
+                shortage_since, failed_accepts = None, 0
+            nursery.start_soon(self._serve_connection, sock)
 
     async def _serve_connection(self, sock: anyio.abc.SocketStream) -> None:
         host, peer = _peer(sock)
@@ -115,26 +199,16 @@ class GrpcServer:
             return
         conn = TcpConnection(host, peer, trio.current_time() + self._unauthenticated_timeout)
         self.connections.add(conn)
-        stream: anyio.abc.ByteStream = sock
         try:
             with conn.scope:
-                try:
-                    if self._ssl_context is not None:
-                        # inside the connection's deadline: a stalled handshake is cut too
-                        stream = await TLSStream.wrap(sock, ssl_context=self._ssl_context,
-                                                      standard_compatible=False)
-                    async with _purerpc.ServerSocket(self._config, stream) as grpc_socket, \
-                            trio.open_nursery() as nursery:
-                        async for grpc_stream in grpc_socket.listen():
-                            nursery.start_soon(self._serve_stream, grpc_stream, conn)
-                        # The peer closed the TCP connection. purerpc does not tell the
-                        # streams, which would wait for messages forever: end them here.
-                        nursery.cancel_scope.cancel()
-                finally:
-                    await anyio.aclose_forcefully(stream)
+                await self._serve_tcp(sock, conn)
         except Exception as exc:  # the connection boundary: log it, keep serving the rest
-            self._guard.failure(host, "error", "grpc connection closed on error peer=%s "
-                                "error=%s", peer, _describe(exc))
+            if all(isinstance(leaf, PEER_ERRORS) for leaf in leaves(exc)):
+                self._guard.failure(host, "error", "grpc connection closed on error peer=%s "
+                                    "error=%s", peer, _describe(exc))
+            else:
+                log.exception("grpc connection closed by an internal error (not the peer's "
+                              "fault) peer=%s", peer)
         else:
             if conn.scope.cancelled_caught and conn.scope.deadline != math.inf:
                 self._guard.failure(host, "unauthenticated", "grpc connection closed: not "
@@ -143,7 +217,38 @@ class GrpcServer:
             self.connections.discard(conn)
             self._guard.closed(host)
 
+    async def _serve_tcp(self, sock: anyio.abc.SocketStream, conn: TcpConnection) -> None:
+        """Serve HTTP/2 (over TLS if configured) until the peer leaves; close the socket.
+
+        Raises what ended the connection; a handler's exception comes inside a group.
+        """
+        stream: anyio.abc.ByteStream = sock
+        try:
+            if self._ssl_context is not None:
+                # inside the connection's deadline: a stalled handshake is cut too
+                stream = await TLSStream.wrap(sock, ssl_context=self._ssl_context,
+                                              standard_compatible=False)
+            async with _purerpc.ServerSocket(self._config, stream) as grpc_socket, \
+                    trio.open_nursery() as nursery:
+                try:
+                    async for grpc_stream in grpc_socket.listen():
+                        nursery.start_soon(self._serve_stream, grpc_stream, conn)
+                except PEER_ERRORS:
+                    raise
+                except Exception as exc:  # from purerpc's parser: see MalformedInput
+                    raise MalformedInput(describe(exc)) from exc
+                # The peer closed the TCP connection. purerpc does not tell the
+                # streams, which would wait for messages forever: end them here.
+                nursery.cancel_scope.cancel()
+        finally:
+            await anyio.aclose_forcefully(stream)
+
     async def _serve_stream(self, stream: GRPCProtoStream, conn: TcpConnection) -> None:
+        """Route one HTTP/2 stream; an RpcFailedError from the handler becomes its status.
+
+        Any other exception from the handler propagates: it ends the connection, and the
+        connection boundary decides whether it was the peer's doing or a bug.
+        """
         await stream.start_response()
         event = await stream.receive_event()
         if not isinstance(event, RequestReceived):
@@ -163,6 +268,12 @@ class GrpcServer:
         except* RpcFailedError as group:  # raised in the connection's nursery, so grouped
             status = leaves(group)[0].status  # type: ignore[attr-defined]
         await stream.close(status)
+
+
+def _accept_errno(exc: BaseException) -> int | None:
+    """The errno of a failed accept (anyio raises BrokenResourceError from the OSError)."""
+    cause = exc if isinstance(exc, OSError) else exc.__cause__
+    return cause.errno if isinstance(cause, OSError) else None
 
 
 def _describe(exc: BaseException) -> str:
