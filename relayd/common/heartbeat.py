@@ -61,6 +61,8 @@ class StaleWatchdog:
         """
         self._last_touch = trio.current_time()
         task_status.started()
-        while (deadline := self._last_touch + self._timeout) > trio.current_time():
+        deadline = self._last_touch + self._timeout
+        while trio.current_time() < deadline:
             await trio.sleep_until(deadline)
+            deadline = self._last_touch + self._timeout  # later if touched meanwhile
         self._on_stale()
