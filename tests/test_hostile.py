@@ -180,8 +180,7 @@ async def test_flood_of_bad_connects_is_refused_and_logged_once(
         await assert_still_serving(edge, good)
     async with TestHub.connected(edge.addresses.grpc, "127.0.0.1"):
         pass
-    edge.guard.end_interval()  # the interval ends: one summary line for the peer
-    assert any("grpc peer summary peer=127.0.0.9" in r.message for r in caplog.records)
+    # the summary line at the end of the interval: tests/test_guard.py
 
 
 async def test_idle_connections_are_bounded_per_peer_and_in_total(

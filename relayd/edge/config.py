@@ -130,8 +130,10 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path = Path("."),
     environ = os.environ if environ is None else environ
     reject_unknown("", raw, {"relay", "ingress", "admin", "store", "hub", "endpoints"})
     relay = build_section(raw, "relay", RelayConfig, base_dir)
-    if relay.stale_timeout <= relay.heartbeat_interval:
-        raise ConfigError("relay.stale_timeout: must be greater than relay.heartbeat_interval")
+    if relay.stale_timeout < 2 * relay.heartbeat_interval:
+        # With both sides set alike, one late or lost heartbeat must not drop a healthy link.
+        raise ConfigError("relay.stale_timeout: must be at least 2 x relay.heartbeat_interval "
+                          f"({relay.stale_timeout:g} < 2 x {relay.heartbeat_interval:g})")
     if (relay.tls_cert is None) != (relay.tls_key is None):
         raise ConfigError("relay.tls_cert: tls_cert and tls_key must be set together")
     if relay.retry_max < relay.retry_initial:

@@ -10,19 +10,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import trio
 from trio_util import AsyncValue
 
 from relayd.edge.connection import HubConnection
-from relayd.wire import pb
 
-__all__ = ["ConnectionManager", "ConnectionStatistics", "NotConnected"]
+__all__ = ["ConnectionManager", "ConnectionStatistics"]
 
 log = logging.getLogger(__name__)
-
-
-class NotConnected(Exception):
-    """No hub is connected."""
 
 
 @dataclass(frozen=True)
@@ -57,16 +51,6 @@ class ConnectionManager:
     async def wait_replaced(self, conn: HubConnection) -> None:
         """Wait until ``conn`` is no longer the current connection."""
         await self._current.wait_value(lambda c: c is not conn)
-
-    async def send(self, webhook: pb.WebhookEnvelope) -> None:
-        """Queue a webhook for the current hub (waits while its buffer is full)."""
-        conn = self._current.value
-        if conn is None:
-            raise NotConnected
-        try:
-            await conn.send(pb.StreamResponse(webhook=webhook).SerializeToString())
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise NotConnected from None
 
     def attach(self, conn: HubConnection) -> None:
         """Make ``conn`` the current hub, closing the one it replaces."""
