@@ -132,7 +132,8 @@ class Dispatcher:
     async def _serve(self, conn: HubConnection) -> None:
         while True:
             self._wake_event = trio.Event()
-            next_due = await _until_stored("reading pending webhooks", partial(self._round, conn))
+            next_due = await _until_database_answers("reading pending webhooks",
+                                                     partial(self._round, conn))
             self.rounds += 1
             delay = min(self._poll_interval, next_due - self._clock())
             with trio.move_on_after(max(delay, 0.0)):
@@ -179,7 +180,7 @@ class Dispatcher:
 
     async def _expire_forever(self) -> None:
         while True:
-            await _until_stored("the expiry sweep", self._expire)
+            await _until_database_answers("the expiry sweep", self._expire)
             await trio.sleep(EXPIRY_SWEEP_SECONDS)
 
     async def _expire(self) -> None:
@@ -192,7 +193,7 @@ class Dispatcher:
                         "webhook_id=%s", webhook_id)
 
 
-async def _until_stored(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+async def _until_database_answers(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
     """Run ``attempt`` until the database accepts it, pausing longer after each refusal.
 
     The first `sqlite3.Error` of an episode is logged as a warning with the error, the
