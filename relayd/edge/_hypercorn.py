@@ -1,0 +1,46 @@
+"""Every use of hypercorn's private API, in one place (checked against hypercorn 0.17.3).
+
+hypercorn's public entry point, `hypercorn.trio.serve`, creates its listeners and runs
+the accept loop itself, with no limit on the connections it takes. relayd runs the accept
+loop (`relayd.edge.http`) so it can bound them, and hands each accepted stream to the
+per-connection server that ``serve`` uses inside (``hypercorn/trio/run.py``,
+``worker_serve``: ``TCPServer(app, config, context, state, stream)``). Re-check this
+module when hypercorn is upgraded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import wrap_app
+
+__all__ = ["HypercornConnections"]
+
+
+class HypercornConnections:
+    """Serves accepted connections with hypercorn's HTTP/1.1 (and h2c) protocol code.
+
+    The ASGI lifespan protocol is not run: relayd's apps have nothing to start or stop.
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]], config: Config) -> None:
+        self._app = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
+        self._config = config
+        # max_requests=None: the worker never asks to be restarted
+        self._context = WorkerContext(None)
+
+    async def serve(self, stream: trio.SocketStream) -> None:
+        """Serve one connection until it closes; OSErrors end it quietly (hypercorn's choice)."""
+        state: dict[str, Any] = {}
+        await TCPServer(self._app, self._config, self._context, ConnectionState(state), stream)
+
+    async def stop_idle(self) -> None:
+        """Graceful stop: idle keep-alive connections close; requests in progress finish
+        and their connections close after the response."""
+        await self._context.terminated.set()
