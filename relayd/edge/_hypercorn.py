@@ -4,8 +4,8 @@ hypercorn's public entry point, `hypercorn.trio.serve`, creates its listeners an
 the accept loop itself, with no limit on the connections it takes. relayd runs the accept
 loop (`relayd.edge.http`) so it can bound them, and hands each accepted stream to the
 per-connection server that ``serve`` uses inside (``hypercorn/trio/run.py``,
-``worker_serve``: ``TCPServer(app, config, context, state, stream)``). Re-check this
-module when hypercorn is upgraded.
+``worker_serve``: ``TCPServer(app, config, context, state, stream)``), with one fix (see
+`_TCPServer`). Re-check this module when hypercorn is upgraded.
 """
 
 from __future__ import annotations
@@ -23,6 +23,22 @@ from hypercorn.utils import wrap_app
 __all__ = ["HypercornConnections"]
 
 
+class _TCPServer(TCPServer):
+    """hypercorn 0.17's connection server, which closes a connection when its client does.
+
+    When a client closes an idle connection (before its first request, or between
+    requests of a keep-alive connection), hypercorn's ``TCPServer`` stops reading but
+    keeps waiting for its keep-alive timer, so the socket sits in CLOSE-WAIT, holding a
+    descriptor and one of the listener's connection slots, for up to
+    ``keep_alive_timeout``. The timer has nothing left to guard once the peer has
+    closed: stop it, and the connection ends at once.
+    """
+
+    async def _read_data(self) -> None:
+        await super()._read_data()  # returns at end of stream, or on a read error/timeout
+        await self.idle_task.stop()
+
+
 class HypercornConnections:
     """Serves accepted connections with hypercorn's HTTP/1.1 (and h2c) protocol code.
 
@@ -38,7 +54,7 @@ class HypercornConnections:
     async def serve(self, stream: trio.SocketStream) -> None:
         """Serve one connection until it closes; OSErrors end it quietly (hypercorn's choice)."""
         state: dict[str, Any] = {}
-        await TCPServer(self._app, self._config, self._context, ConnectionState(state), stream)
+        await _TCPServer(self._app, self._config, self._context, ConnectionState(state), stream)
 
     async def stop_idle(self) -> None:
         """Graceful stop: idle keep-alive connections close; requests in progress finish
