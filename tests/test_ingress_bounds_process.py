@@ -22,10 +22,10 @@ UPLOADS = 40
 # The bound on relayd's peak RSS above idle: the reserved bodies are held up to three
 # times over (the body as received; SQLite's copies while it commits a batch, which the
 # multi-row INSERT makes of every body in the batch at once; and the chunks a body
-# arrived in, joined once more), plus a fixed 16 MiB (hypercorn's per-connection buffers
+# arrived in, joined once more), plus a fixed 24 MiB (hypercorn's per-connection buffers
 # of up to 10 x 64 KiB, and the allocator). Measured here: 90-102 MiB over idle; with no
 # bound (max_inflight_bytes = 400 MiB) the same burst took 845-990 MiB over idle.
-PEAK_OVER_IDLE = 3 * MAX_INFLIGHT + 16 * MIB
+PEAK_OVER_IDLE = 3 * MAX_INFLIGHT + 24 * MIB
 READY = r"relayd ready grpc=\S+ ingress=(\S+) admin=(\S+)"
 EMFILE_LOGGED = "accept returned EMFILE"
 

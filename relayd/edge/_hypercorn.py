@@ -5,7 +5,14 @@ the accept loop itself, with no limit on the connections it takes. relayd runs t
 loop (`relayd.edge.http`) so it can bound them, and hands each accepted stream to the
 per-connection server that ``serve`` uses inside (``hypercorn/trio/run.py``,
 ``worker_serve``: ``TCPServer(app, config, context, state, stream)``), with one fix (see
-`_TCPServer`). Re-check this module when hypercorn is upgraded.
+`_TCPServer`). Used: ``hypercorn.trio.tcp_server.TCPServer`` (constructor, ``_read_data``,
+``idle_task``), ``hypercorn.trio.worker_context.WorkerContext`` (``terminated``) and
+``hypercorn.utils.wrap_app``.
+
+`HYPERCORN_VERSION` and `RELIED_SOURCE_SHA256` record what this was written against;
+``tests/test_hypercorn_guard.py`` fails when the installed hypercorn differs, so an
+upgrade is a conscious act: re-read the code named above (and ``worker_serve``, which
+`relayd.edge.http.serve_http` stands in for), adapt, then update the hashes.
 """
 
 from __future__ import annotations
@@ -20,7 +27,21 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
-__all__ = ["HypercornConnections"]
+__all__ = ["HYPERCORN_VERSION", "RELIED_SOURCE_SHA256", "HypercornConnections"]
+
+# The hypercorn release this module was written against (pinned in pyproject.toml).
+HYPERCORN_VERSION = "0.17.3"
+# sha256 of the source of what this module uses or stands in for.
+RELIED_SOURCE_SHA256 = {
+    "hypercorn.trio.tcp_server.TCPServer":
+        "6c26a397576635876b732485ab0d1ded80e630cc811d0349ca10289a76cc9cf2",
+    "hypercorn.trio.worker_context.WorkerContext":
+        "0275ca0aa6cf7efa4e43896da9e731cc9ff8c2d6ac09d0326182780728231240",
+    "hypercorn.trio.run.worker_serve":
+        "22efe0285dc01572d27169c7c559b48e2404dfb33f602371ce57e2bf7cfcb682",
+    "hypercorn.utils.wrap_app":
+        "d1305c80ef0434e96667fe528b03a0ba7ed28432506cf424d129905d7c10b64b",
+}
 
 
 class _TCPServer(TCPServer):
