@@ -67,7 +67,7 @@ class HypercornConnections:
     """
 
     def __init__(self, app: Callable[..., Awaitable[None]], config: Config) -> None:
-        self._app = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
+        self._app = wrap_app(app, config.wsgi_max_body_size, "asgi")
         self._config = config
         # max_requests=None: the worker never asks to be restarted
         self._context = WorkerContext(None)

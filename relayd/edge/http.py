@@ -18,7 +18,7 @@ from hypercorn.config import Config as HypercornConfig
 
 from relayd.edge._hypercorn import HypercornConnections
 from relayd.edge.bounded import serve_bounded
-from relayd.edge.config import ListenAddress
+from relayd.edge.config import IngressConfig, ListenAddress
 
 __all__ = ["Receive", "Scope", "Send", "handle_lifespan", "send_json", "serve_http"]
 
@@ -44,7 +44,7 @@ async def serve_http(
     name: str,
     shutdown_trigger: Callable[[], Awaitable[None]],
     graceful_seconds: float,
-    max_connections: int,
+    max_connections: int = IngressConfig.max_connections,
     read_timeout: float = READ_TIMEOUT_SECONDS,
     keep_alive_timeout: float = KEEP_ALIVE_SECONDS,
     task_status: trio.TaskStatus[ListenAddress] = trio.TASK_STATUS_IGNORED,
@@ -69,18 +69,22 @@ async def serve_http(
     for sock in config.create_sockets().insecure_sockets:
         sock.listen(LISTEN_BACKLOG)
         listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
-    connections = HypercornConnections(app, config)
-    bound = ListenAddress(listen.host, int(listeners[0].socket.getsockname()[1]))
-    async with trio.open_nursery() as connection_nursery:
-        async with trio.open_nursery() as accept_nursery:
-            await accept_nursery.start(partial(serve_bounded, connections.serve, listeners,
-                                               max_connections=max_connections,
-                                               handler_nursery=connection_nursery))
-            task_status.started(bound)
-            await shutdown_trigger()
-            accept_nursery.cancel_scope.cancel()  # serve_bounded closes the listeners
-        await connections.stop_idle()
-        connection_nursery.cancel_scope.deadline = trio.current_time() + graceful_seconds
+    try:
+        connections = HypercornConnections(app, config)
+        bound = ListenAddress(listen.host, int(listeners[0].socket.getsockname()[1]))
+        async with trio.open_nursery() as connection_nursery:
+            async with trio.open_nursery() as accept_nursery:
+                await accept_nursery.start(partial(serve_bounded, connections.serve, listeners,
+                                                   max_connections=max_connections,
+                                                   handler_nursery=connection_nursery))
+                task_status.started(bound)
+                await shutdown_trigger()
+                accept_nursery.cancel_scope.cancel()  # new connections are refused from now
+            await connections.stop_idle()
+            connection_nursery.cancel_scope.deadline = trio.current_time() + graceful_seconds
+    finally:
+        for listener in listeners:  # (serve_bounded closes them too: closing twice is fine)
+            await trio.aclose_forcefully(listener)
 
 
 async def handle_lifespan(receive: Receive, send: Send) -> None:
