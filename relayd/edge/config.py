@@ -74,6 +74,8 @@ class IngressConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     read_timeout: float = 30.0  # the whole body must arrive within this (then 408)
     header_timeout: float = 5.0  # idle keep-alive, and headers not complete within this
+    max_connections: int = 1024  # open at once; further ones wait in the listen backlog
+    max_inflight_bytes: int = 64 * 1024 * 1024  # bodies being received or waiting for commit
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,9 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path = Path("."),
     if ingress.max_body_bytes > MAX_BODY_LIMIT:
         raise ConfigError(f"ingress.max_body_bytes: at most {MAX_BODY_LIMIT} (a webhook travels "
                           "to the hub as one gRPC message)")
+    if ingress.max_inflight_bytes < ingress.max_body_bytes:
+        raise ConfigError("ingress.max_inflight_bytes: must be >= ingress.max_body_bytes "
+                          "(else a body of the largest allowed size could never be taken)")
     hub = build_section(raw, "hub", HubConfig, base_dir)
     if not hub.id:
         raise ConfigError("hub.id: must not be empty")

@@ -44,6 +44,9 @@ __all__ = ["Addresses", "Relayd"]
 
 log = logging.getLogger(__name__)
 
+# The admin listener is on loopback and polled by relayctl or a dashboard: a few suffice.
+ADMIN_MAX_CONNECTIONS = 64
+
 
 @dataclass(frozen=True)
 class Addresses:
@@ -170,18 +173,21 @@ class Relayd:
         assert self.store is not None
         await serve_http(AdminApp(self.store, self.manager), self.config.admin.listen,
                          name="admin", shutdown_trigger=trio.sleep_forever,
-                         graceful_seconds=0.5, task_status=task_status)
+                         graceful_seconds=0.5, max_connections=ADMIN_MAX_CONNECTIONS,
+                         task_status=task_status)
 
     async def _serve_ingress(self, batcher: IngestBatcher, done: trio.Event, *,
                              task_status: trio.TaskStatus[ListenAddress]) -> None:
         cfg = self.config
         app = IngressApp(cfg.endpoints, batcher, max_body_bytes=cfg.ingress.max_body_bytes,
+                         max_inflight_bytes=cfg.ingress.max_inflight_bytes,
                          body_timeout=cfg.ingress.read_timeout)
         try:
             await serve_http(app, cfg.ingress.listen, name="ingress",
                              shutdown_trigger=self._ingress_stop.wait,
                              # no grace of its own: the stop deadline in `run` bounds it
                              graceful_seconds=math.inf,
+                             max_connections=cfg.ingress.max_connections,
                              read_timeout=cfg.ingress.read_timeout,
                              keep_alive_timeout=cfg.ingress.header_timeout,
                              task_status=task_status)
