@@ -112,13 +112,15 @@ class Relayd:
                     endpoint_ids=[ep.id for ep in cfg.endpoints], guard=guard,
                 )
                 # Twice the connect timeout: the stream handler answers a late or bad
-                # ConnectRequest first, then the unauthenticated socket is closed.
+                # ConnectRequest first, then the unauthenticated stream (and a socket on
+                # which none ever authenticated) is closed. A socket the hub left without
+                # a stream is as silent as a stale one.
                 tls = None
                 if relay.tls_cert is not None and relay.tls_key is not None:
                     tls = server_context(relay.tls_cert, relay.tls_key)
                 grpc = self.grpc_server = GrpcServer(
                     relay.grpc_listen, handler, unauthenticated_timeout=2 * relay.connect_timeout,
-                    guard=guard, ssl_context=tls,
+                    idle_timeout=relay.stale_timeout, guard=guard, ssl_context=tls,
                 )
 
                 await root.start(guard.run)
