@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import httpx
 import trio
 
+from tests.db import open_db
 from tests.destination import Destination
 from tests.processes import BIN, Daemon, free_port
 
@@ -88,7 +88,7 @@ reconnect_max = 1
             return (await client.get(f"http://{self.admin}/api/status")).json()
 
     def db_statuses(self) -> dict[str, str]:
-        with sqlite3.connect(self.tmp / "relayd.db") as db:
+        with open_db(self.tmp / "relayd.db") as db:
             return dict(db.execute("SELECT id, status FROM webhooks").fetchall())
 
     async def wait_queue(self, within: float = 30.0, at_least: dict[str, int] | None = None,

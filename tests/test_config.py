@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -47,8 +48,10 @@ def test_defaults_when_sections_are_missing(tmp_path: Path) -> None:
         ("[relay]\nstale_timeout = -1\n", "relay.stale_timeout: must be a positive number"),
         ("[relay]\nbuffer_size = 0\n", "relay.buffer_size: must be a positive integer"),
         ("[relay]\nbuffer_size = 1.5\n", "relay.buffer_size: must be a positive integer"),
-        ("[relay]\nheartbeat_interval = 60\n",
-         "relay.stale_timeout: must be greater than relay.heartbeat_interval"),
+        ("[relay]\nheartbeat_interval = 31\n",
+         "relay.stale_timeout: must be at least 2 x relay.heartbeat_interval (60 < 2 x 31)"),
+        ("[relay]\nstale_timeout = 59.5\n",
+         "relay.stale_timeout: must be at least 2 x relay.heartbeat_interval (59.5 < 2 x 30)"),
         ("[ingress]\nlisten = \"8080\"\n", "ingress.listen: must be \"host:port\""),
         ("[ingress]\nlisten = \"h:70000\"\n", "ingress.listen: must be \"host:port\""),
         ("[[endpoints]]\nid = \"a b\"\ndestination_url = \"http://x\"\n", "endpoints[0].id"),
@@ -62,8 +65,14 @@ def test_defaults_when_sections_are_missing(tmp_path: Path) -> None:
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(write(tmp_path, text), environ=ENV)
+
+
+def test_stale_timeout_of_twice_the_heartbeat_interval_is_allowed(tmp_path: Path) -> None:
+    text = "[relay]\nheartbeat_interval = 0.25\nstale_timeout = 0.5\n"
+    config = load_config(write(tmp_path, text), environ=ENV)
+    assert (config.relay.heartbeat_interval, config.relay.stale_timeout) == (0.25, 0.5)
 
 
 def test_port_zero_is_allowed(tmp_path: Path) -> None:

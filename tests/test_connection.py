@@ -7,16 +7,20 @@ from pathlib import Path
 
 import trio
 import trio.testing
+from purerpc.grpclib.exceptions import RpcFailedError
+from purerpc.grpclib.status import Status, StatusCode
 
-from relayd.common.heartbeat import StaleWatchdog
 from relayd.edge.connection import HubConnection
 from relayd.edge.daemon import Relayd
 from relayd.edge.dispatcher import Dispatcher
 from relayd.edge.manager import ConnectionManager
-from relayd.edge.store import NewWebhook, Store
+from relayd.edge.store import AckRecord, NewWebhook, Store
 from relayd.wire import pb
 from tests.conftest import start_edge
 from tests.helpers import TestHub, make_config, post, socket_inodes, wait_for
+
+ABORTED = 10
+UNAVAILABLE = 14
 
 
 async def test_newer_connection_replaces_current_and_requeues_in_flight(edge: Relayd) -> None:
@@ -31,10 +35,12 @@ async def test_newer_connection_replaces_current_and_requeues_in_flight(edge: Re
         assert len(socket_inodes() - before) == 2  # client and server side of the old hub
         async with TestHub.connected(edge.addresses.grpc) as new:
             assert edge.manager.current is not old_conn
-            # the old connection is over: its stream ends and the edge closed its socket
+            # the old stream is over, with a status, and the edge closed its socket (no
+            # other stream used it)
             with trio.fail_after(3):
-                while await old.recv() is not None:
-                    pass
+                assert await old.wait_end() == ABORTED
+            assert old.stream.end_stream_event.status.status_message == \
+                "replaced by a newer connection"
             await wait_for(lambda: len(socket_inodes() - before) == 3)  # old client + new pair
             assert old_conn.close_reason == "replaced by a newer connection"
             got = [await new.recv_webhook() for _ in range(2)]
@@ -51,12 +57,15 @@ async def test_stale_connection_closed_socket_gone_and_in_flight_requeued(
     wid = (await post(edge.addresses.ingress, "alpha")).json()["id"]
     before = socket_inodes()
     async with TestHub.connected(edge.addresses.grpc) as silent:
-        started = trio.current_time()
+        conn = edge.manager.current
         assert (await silent.recv_webhook()).id == wid
         assert len(socket_inodes() - before) == 2
-        # the hub reads but never writes: after stale_timeout the edge gives up on it
-        await wait_for(lambda: not edge.manager.is_connected(), within=1.5)
-        assert trio.current_time() - started < 0.5 + 1.0
+        # the hub reads but never writes: the edge gives up on it (when exactly: see
+        # test_silent_hub_is_closed_exactly_stale_timeout_after_it_connected)
+        await wait_for(lambda: not edge.manager.is_connected())
+        assert conn is not None and conn.close_reason.startswith("stale:")
+        with trio.fail_after(3):
+            assert await silent.wait_end() == UNAVAILABLE
         await wait_for(lambda: len(socket_inodes() - before) == 1)  # only our client side left
         assert edge.manager.statistics().connected is False
     async with TestHub.connected(edge.addresses.grpc) as hub:
@@ -64,32 +73,77 @@ async def test_stale_connection_closed_socket_gone_and_in_flight_requeued(
         assert webhook.id == wid and webhook.attempt == 1
 
 
-async def test_heartbeat_keeps_connection_alive(nursery: trio.Nursery, tmp_path: Path) -> None:
-    edge = await start_edge(nursery, tmp_path, heartbeat_interval=0.1, stale_timeout=0.4)
-    async with TestHub.connected(edge.addresses.grpc) as hub:
-        conn = edge.manager.current
-        heartbeats = 0
-        with trio.move_on_after(1.5):
-            while True:
-                await hub.heartbeat()
-                message = await hub.recv()  # the edge's own heartbeats pace this loop
-                assert message is not None and message.WhichOneof("message") == "heartbeat"
-                heartbeats += 1
-        assert heartbeats >= 5
-        assert edge.manager.current is conn and conn.close_reason == ""
+class _MemoryHub:
+    """The hub end of a `HubConnection` in memory: stream and transport in one.
+
+    The test sends with ``to_edge``; ``sent`` is what the edge sent, with the time;
+    ``ended_at`` and ``status`` say when and how the edge ended the stream.
+    """
+
+    peer = "memory"
+
+    def __init__(self) -> None:
+        self.to_edge, self._from_hub = trio.open_memory_channel[pb.StreamRequest](10)
+        self.sent: list[tuple[float, str]] = []
+        self.ended_at: float | None = None
+        self.status: Status | None = None
+        self.closes_connection = False
+
+    async def send_messages(self, messages: list[bytes]) -> None:
+        for m in messages:
+            kind = pb.StreamResponse.FromString(m).WhichOneof("message")
+            self.sent.append((trio.current_time(), str(kind)))
+
+    async def receive_messages(self, max_items: int) -> tuple[list[pb.StreamRequest], bool]:
+        return [await self._from_hub.receive()], False
+
+    def close_connection_when_done(self) -> None:
+        self.closes_connection = True
+
+    async def serve(self, *, heartbeat_interval: float, stale_timeout: float,
+                    hub_heartbeats_at: tuple[float, ...] = ()) -> HubConnection:
+        """Run a connection until the edge ends it; the hub sends heartbeats at the times."""
+        ack_send, _ = trio.open_memory_channel[AckRecord](10)
+        conn = HubConnection(hub_id="home", endpoint_ids=None, capabilities=frozenset(),
+                             stream=self, transport=self, ack_sink=ack_send, buffer_size=10,
+                             heartbeat_interval=heartbeat_interval, stale_timeout=stale_timeout)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._run, conn)
+            for t in hub_heartbeats_at:
+                await trio.sleep_until(t)
+                await self.to_edge.send(pb.StreamRequest(heartbeat=pb.Heartbeat()))
+        return conn
+
+    async def _run(self, conn: HubConnection) -> None:
+        try:
+            await conn.run()
+        except RpcFailedError as exc:  # the status the hub is sent
+            self.ended_at = trio.current_time()
+            self.status = exc.status
 
 
-async def test_stale_watchdog_fires_exactly_at_timeout(autojump_clock: trio.testing.MockClock
-                                                       ) -> None:
-    fired_at: list[float] = []
-    watchdog = StaleWatchdog(60, lambda: fired_at.append(trio.current_time()))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(watchdog.run)
-        for _ in range(3):
-            await trio.sleep(30)
-            watchdog.touch()  # a message every 30 s keeps it quiet
-        assert fired_at == []
-    assert fired_at == [150.0]
+async def test_silent_hub_is_closed_exactly_stale_timeout_after_it_connected(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = _MemoryHub()
+    conn = await hub.serve(heartbeat_interval=25, stale_timeout=60)
+    assert hub.ended_at == 60.0
+    assert conn.close_reason == "stale: no message from the hub within the stale timeout"
+    assert hub.status is not None and hub.status.status_code == StatusCode.UNAVAILABLE
+    assert hub.status.status_message == conn.close_reason
+    assert hub.closes_connection  # unless the hub's next stream shares it
+    assert hub.sent == [(25.0, "heartbeat"), (50.0, "heartbeat")]
+
+
+async def test_each_hub_message_keeps_the_connection_for_another_stale_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = _MemoryHub()
+    # the last only 3 s after the one before: a watchdog with slack used to skip such a touch
+    conn = await hub.serve(heartbeat_interval=30, stale_timeout=60,
+                           hub_heartbeats_at=(50.0, 100.0, 150.0, 200.0, 203.0))
+    assert hub.ended_at == 263.0 and conn.close_reason.startswith("stale:")
+    assert hub.sent == [(30.0 * i, "heartbeat") for i in range(1, 9)]  # 30 ... 240
 
 
 class _BlockedStream:
@@ -112,7 +166,7 @@ class _BlockedStream:
 class _Transport:
     peer = "test"
 
-    def abort(self) -> None:
+    def close_connection_when_done(self) -> None:
         raise AssertionError("not expected")
 
 
@@ -146,21 +200,3 @@ async def test_backpressure_buffer_of_two_never_drops(tmp_path: Path) -> None:
             await wait_for(lambda: len(stream.sent) == 100)
             assert [m.webhook.id for m in stream.sent] == [f"w{i:03}" for i in range(100)]
             nursery.cancel_scope.cancel()
-
-
-async def test_manager_send_pushes_to_the_connected_hub_or_says_not_connected(
-    edge: Relayd,
-) -> None:
-    import pytest
-
-    from relayd.edge.manager import NotConnected
-
-    envelope = pb.WebhookEnvelope(id="manual-1", endpoint_id="alpha", payload=b"hi", attempt=1)
-    with pytest.raises(NotConnected):
-        await edge.manager.send(envelope)
-    async with TestHub.connected(edge.addresses.grpc) as hub:
-        await edge.manager.send(envelope)
-        got = await hub.recv_webhook()
-        assert (got.id, got.payload) == ("manual-1", b"hi")
-        stats = edge.manager.statistics()
-        assert stats.connected and stats.hub_id == "home" and stats.peer.startswith("127.0.0.1")

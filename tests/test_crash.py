@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import random
 import signal
-import sqlite3
 from collections import Counter
 
 import httpx
 import pytest
 import trio
 
+from tests.db import open_db
 from tests.processes import Daemon
 from tests.system import ENDPOINTS, System
 
@@ -95,7 +95,7 @@ async def test_sigkill_at_random_moments_loses_nothing_accepted(
     # window per endpoint per kill, in practice far fewer
     assert duplicates <= KILLS * len(victims) * len(ENDPOINTS) * 256
     await system.edge.stop()
-    with sqlite3.connect(system.tmp / "relayd.db") as db:
+    with open_db(system.tmp / "relayd.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert db.execute("SELECT COUNT(*) FROM webhooks WHERE status != 'delivered'"
                           ).fetchone() == (0,)

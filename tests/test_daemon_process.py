@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.db import open_db
 
 BIN = Path(sys.executable).parent
 READY = re.compile(r"relayd ready grpc=(\S+) ingress=(\S+) admin=(\S+)")
@@ -109,7 +110,7 @@ def test_relayd_serves_and_stops_gracefully_on_sigterm(relayd_process: RelaydPro
     assert "relayd stopped" in rest
     assert "process-test-secret" not in rest
     # the webhook is on disk after the stop
-    with sqlite3.connect(tmp_path / "state" / "relayd.db") as db:
+    with open_db(tmp_path / "state" / "relayd.db") as db:
         assert db.execute("SELECT body FROM webhooks").fetchall() == [(b"{\"a\": 1}",)]
 
 

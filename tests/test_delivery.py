@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -13,6 +12,7 @@ import trio
 
 from relayd.edge.daemon import Relayd
 from tests.conftest import start_edge
+from tests.db import open_db
 from tests.helpers import TestHub, post, wait_for
 
 
@@ -142,7 +142,7 @@ async def test_dispatcher_polls_for_rows_written_by_another_process(
 ) -> None:
     edge = await start_edge(nursery, tmp_path, poll_interval=0.1)
     wid = uuid.uuid4().hex
-    with sqlite3.connect(edge.config.store.path) as other:
+    with open_db(edge.config.store.path) as other:
         other.execute(
             "INSERT INTO webhooks (id, endpoint_id, method, headers, body, received_at, status,"
             " updated_at) VALUES (?, 'gamma', 'POST', ?, ?, ?, 'pending', ?)",
@@ -173,7 +173,7 @@ async def test_old_undelivered_webhook_becomes_dead_letter_on_failure(
     edge = await start_edge(nursery, tmp_path, max_age=1)
     wid = (await post(edge.addresses.ingress, "alpha")).json()["id"]
     # age the row instead of waiting: it arrived two seconds ago
-    with sqlite3.connect(edge.config.store.path) as other:
+    with open_db(edge.config.store.path) as other:
         other.execute("UPDATE webhooks SET received_at = received_at - 2 WHERE id = ?", (wid,))
     async with TestHub.connected(edge.addresses.grpc) as hub:
         assert (await hub.recv_webhook()).id == wid

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from relayd.common.tomlconfig import ListenAddress
 from relayd.edge.config import Endpoint
@@ -133,11 +134,12 @@ async def test_slow_destination_does_not_block_other_endpoints_or_heartbeats(
     fast = [(await post(edge.addresses.ingress, "beta", f"{i}".encode())).json()["id"]
             for i in range(5)]
     conn = edge.manager.current
-    await destination.wait_count(lambda d: len(d.bodies("/beta")) == 5, within=1.5)
+    await destination.wait_count(lambda d: len(d.bodies("/beta")) == 5)
     assert destination.bodies("/beta") == [b"0", b"1", b"2", b"3", b"4"]
-    assert destination.bodies("/alpha") == []  # still being delivered
-    # heartbeats kept flowing both ways: neither side declared the other stale
-    await destination.wait_count(lambda d: len(d.bodies("/alpha")) == 1, within=5)
+    assert destination.bodies("/alpha") == []  # still being delivered: beta did not wait
+    # heartbeats kept flowing both ways over the wire for those 2 s: neither side
+    # declared the other stale
+    await destination.wait_count(lambda d: len(d.bodies("/alpha")) == 1)
     assert edge.manager.current is conn and conn.close_reason == ""
     assert all([await status_of(edge, w) == "delivered" for w in fast])
 
@@ -170,11 +172,12 @@ async def test_hub_goes_stale_and_reconnects_when_the_edge_is_silent(
     from tests.conftest import start_edge
 
     caplog.set_level(logging.INFO)
-    # the edge sends heartbeats every 5 s; the hub expects something every 0.4 s
+    # the edge sends heartbeats every 5 s; the hub expects something every 0.4 s (when
+    # exactly it gives up: test_hub_session_ends_exactly_stale_timeout_after_the_edge_went_silent)
     edge = await start_edge(nursery, tmp_path, heartbeat_interval=5, stale_timeout=10)
     relay_hub = await start_hub(nursery, edge, destination, heartbeat_interval=0.1,
                                 stale_timeout=0.4)
-    await wait_for(lambda: relay_hub.connections >= 2, within=5)
+    await wait_for(lambda: relay_hub.connections >= 2)
     assert "stale: no message from the edge" in caplog.text
     wid = (await post(edge.addresses.ingress, "alpha", b"after")).json()["id"]
     await destination.wait_count(lambda d: b"after" in d.bodies("/alpha"))
@@ -187,6 +190,7 @@ class _FakeEdgeStream:
     def __init__(self) -> None:
         self.to_hub_send, self._to_hub = trio.open_memory_channel(100)
         self.acks: list[object] = []
+        self.sent: list[tuple[float, str]] = []  # (when, kind) of every message
         self.got_ack = trio.Event()
         self.end_stream_event = None
 
@@ -198,7 +202,9 @@ class _FakeEdgeStream:
 
     async def send_messages(self, messages: list[object]) -> None:
         for message in messages:
-            if message.WhichOneof("message") == "ack":  # type: ignore[attr-defined]
+            kind = message.WhichOneof("message")  # type: ignore[attr-defined]
+            self.sent.append((trio.current_time(), kind))
+            if kind == "ack":
                 self.acks.append(message.ack)  # type: ignore[attr-defined]
                 self.got_ack.set()
                 self.got_ack = trio.Event()
@@ -235,6 +241,31 @@ async def test_duplicate_after_reconnect_is_re_acked_without_delivering_again(
             if attempt == 2:
                 assert ack.error_message == "duplicate: already delivered"
     assert destination.bodies("/a") == [b"once"]
+
+
+async def test_hub_session_ends_exactly_stale_timeout_after_the_edge_went_silent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    import httpx
+
+    from relayd.hub.recent import RecentIds
+    from relayd.hub.session import HubSession
+    from relayd.wire import pb
+
+    config = make_hub_config(ListenAddress("127.0.0.1", 1), heartbeat_interval=30,
+                             stale_timeout=60)
+    stream = _FakeEdgeStream()
+    async with httpx.AsyncClient() as client:
+        session = HubSession(stream, config.hub, {}, client, RecentIds(10),
+                             trio.CapacityLimiter(1))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.run, trio.Event())
+            for t in (20.0, 40.0, 43.0):  # the edge's last messages, 3 s apart at the end
+                await trio.sleep_until(t)
+                await stream.to_hub_send.send(pb.StreamResponse(heartbeat=pb.Heartbeat()))
+    assert trio.current_time() == 103.0
+    assert session.end_reason == "stale: no message from the edge within the stale timeout"
+    assert stream.sent == [(30.0, "heartbeat"), (60.0, "heartbeat"), (90.0, "heartbeat")]
 
 
 async def test_recent_ids_are_bounded() -> None:

@@ -45,12 +45,21 @@ def test_example_hub_configs_load() -> None:
         ("[hub]\nendpoint_ids = \"github\"\n", "hub.endpoint_ids: must be an array"),
         ("[hub]\nca_file = \"missing.pem\"\n", "hub.ca_file: .*missing.pem is not a readable"),
         ("[destinations]\ngithub = 3\n", "destinations.github: must be an http"),
-        ("[hub]\nheartbeat_interval = 90\n", "hub.stale_timeout: must be greater"),
+        ("[hub]\nheartbeat_interval = 31\n",
+         r"hub.stale_timeout: must be at least 2 x hub.heartbeat_interval \(60 < 2 x 31\)"),
+        ("[hub]\nstale_timeout = 59.5\n",
+         r"hub.stale_timeout: must be at least 2 x hub.heartbeat_interval \(59.5 < 2 x 30\)"),
     ],
 )
 def test_bad_hub_config_names_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_hub_config(write(tmp_path, text), environ=ENV)
+
+
+def test_hub_stale_timeout_of_twice_the_heartbeat_interval_is_allowed(tmp_path: Path) -> None:
+    text = "[hub]\nheartbeat_interval = 0.25\nstale_timeout = 0.5\n"
+    config = load_hub_config(write(tmp_path, text), environ=ENV)
+    assert (config.hub.heartbeat_interval, config.hub.stale_timeout) == (0.25, 0.5)
 
 
 def test_hub_secret_from_file_or_environment(tmp_path: Path) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from relayd.edge.daemon import Relayd
+from tests.db import open_db
 from tests.helpers import TestHub, post
 
 
@@ -77,22 +80,29 @@ async def test_body_over_limit_is_413(edge: Relayd) -> None:
     assert (await edge.store.counts())["pending"] == 1
 
 
-async def set_read_only(edge: Relayd, read_only: bool) -> None:
-    """Make the daemon's write connection refuse writes (as a read-only database would)."""
-    store = edge.store
-    conn = store._write_db.conn
-    async with store._write_lock:  # never touch the connection while its writer uses it
-        await trio.to_thread.run_sync(
-            conn.execute, f"PRAGMA query_only = {'ON' if read_only else 'OFF'}")
+@contextmanager
+def writes_refused(edge: Relayd, mode: str = "ABORT") -> Iterator[None]:
+    """Make every insert into the database fail, from another connection, while inside.
+
+    A trigger lives in the schema, so it reaches the daemon's own write connection.
+    ``ABORT`` fails the statement inside the daemon's open transaction (like a read-only
+    database); ``ROLLBACK`` also destroys that transaction, as SQLite does on a full disk.
+    """
+    with open_db(edge.config.store.path) as other:
+        other.execute(f"CREATE TRIGGER refuse_writes BEFORE INSERT ON webhooks "
+                      f"BEGIN SELECT RAISE({mode}, 'storage refuses writes'); END")
+        try:
+            yield
+        finally:
+            other.execute("DROP TRIGGER refuse_writes")
 
 
 async def test_storage_unavailable_is_503_never_202_and_recovers(edge: Relayd) -> None:
-    await set_read_only(edge, True)
-    response = await post(edge.addresses.ingress, "alpha", b"lost?")
-    assert response.status_code == 503
-    assert response.headers["retry-after"] == "5"
-    assert (await edge.store.counts())["pending"] == 0
-    await set_read_only(edge, False)
+    with writes_refused(edge):
+        response = await post(edge.addresses.ingress, "alpha", b"lost?")
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "5"
+        assert (await edge.store.counts())["pending"] == 0
     assert (await post(edge.addresses.ingress, "alpha", b"back")).status_code == 202
     assert (await edge.store.counts())["pending"] == 1
 
@@ -115,13 +125,6 @@ async def test_concurrent_posts_share_commits(edge: Relayd) -> None:
     assert edge.batcher.batches - before < 64
 
 
-async def run_on_writer(edge: Relayd, sql: str) -> None:
-    """Run ``sql`` on the daemon's write connection, between its transactions."""
-    store = edge.store
-    async with store._write_lock:
-        await trio.to_thread.run_sync(store._write_db.conn.execute, sql)
-
-
 async def test_database_locked_by_another_process_is_503_and_recovers(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
@@ -142,17 +145,18 @@ async def test_database_locked_by_another_process_is_503_and_recovers(
     assert (await edge.store.counts())["pending"] == 1
 
 
-async def test_disk_full_is_503_daemon_stays_up_and_recovers(edge: Relayd) -> None:
+async def test_write_error_that_rolls_back_is_503_daemon_stays_up_and_recovers(
+    edge: Relayd, caplog: pytest.LogCaptureFixture,
+) -> None:
     assert (await post(edge.addresses.ingress, "alpha", b"first")).status_code == 202
-    # cap the database at its current size: the next insert finds the "disk" full
-    pages = edge.store._write_db.conn.execute("PRAGMA page_count").fetchone()[0]
-    await run_on_writer(edge, f"PRAGMA max_page_count = {pages}")
     big = b"z" * 60_000
-    responses = [await post(edge.addresses.ingress, "alpha", big) for _ in range(3)]
-    assert [r.status_code for r in responses] == [503, 503, 503]
-    async with httpx.AsyncClient() as client:  # still serving
-        status = await client.get(f"http://{edge.addresses.admin}/api/status")
-    assert status.status_code == 200 and status.json()["queue"]["pending"] == 1
-    await run_on_writer(edge, "PRAGMA max_page_count = 1073741823")
+    # as on a full disk: SQLite rolls the whole transaction back under the daemon
+    with writes_refused(edge, "ROLLBACK"):
+        responses = [await post(edge.addresses.ingress, "alpha", big) for _ in range(3)]
+        assert [r.status_code for r in responses] == [503, 503, 503]
+        assert "IntegrityError: storage refuses writes" in caplog.text
+        async with httpx.AsyncClient() as client:  # still serving
+            status = await client.get(f"http://{edge.addresses.admin}/api/status")
+        assert status.status_code == 200 and status.json()["queue"]["pending"] == 1
     assert (await post(edge.addresses.ingress, "alpha", big)).status_code == 202
     assert (await edge.store.counts())["pending"] == 2

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import trio
 
 from relayd.hub.daemon import RelayHub
 from tests.conftest import start_edge
+from tests.db import open_db
 from tests.destination import Destination
 from tests.helpers import ENDPOINTS, TestHub, make_hub_config, post, socket_inodes, wait_for
 from tests.proxy import BlackHoleProxy
@@ -125,7 +125,7 @@ async def test_sigterm_under_load_exits_fast_and_keeps_everything_accepted(
     print(f"accepted {len(accepted)} webhooks; relayd stopped {took:.2f}s after SIGTERM")
     assert took < 5
     assert len(accepted) > 50
-    with sqlite3.connect(system.tmp / "relayd.db") as db:
+    with open_db(system.tmp / "relayd.db") as db:
         stored = {row[0] for row in db.execute("SELECT id FROM webhooks")}
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert set(accepted) <= stored

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import httpx
 import trio
 
 from relayd.edge.daemon import Relayd
+from tests.db import open_db
 from tests.helpers import TestHub, make_config, post
 
 
@@ -35,7 +35,7 @@ async def test_graceful_stop_lets_in_flight_ack_land(tmp_path: Path) -> None:
             with trio.fail_after(15):
                 while await hub.recv() is not None:
                     pass
-    with sqlite3.connect(daemon.config.store.path) as db:
+    with open_db(daemon.config.store.path) as db:
         rows = dict(db.execute("SELECT id, status FROM webhooks WHERE id IN (?, ?)",
                                (delivered, waiting)).fetchall())
     assert rows == {delivered: "delivered", waiting: "pending"}

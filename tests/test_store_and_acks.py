@@ -12,7 +12,8 @@ import trio.lowlevel
 
 from relayd.edge.ack_writer import AckWriter
 from relayd.edge.config import RelayConfig
-from relayd.edge.store import AckOutcome, AckRecord, NewWebhook, Store, retry_policy
+from relayd.edge.store import AckOutcome, AckRecord, NewWebhook, Store, retry_policy, schema
+from tests.db import open_db
 
 
 def webhooks(n: int, endpoint: str = "alpha", received_at: float | None = None
@@ -35,9 +36,13 @@ def test_retry_policy_doubles_from_one_second_capped_at_one_hour() -> None:
 
 
 async def test_store_uses_wal_and_full_sync(store: Store) -> None:
-    conn = store._write_db.conn  # type: ignore[union-attr]
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    with open_db(store.path) as other:  # WAL is recorded in the file itself
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn = schema.connect(store.path, busy_timeout=1)  # how the store opens each connection
+    try:
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    finally:
+        conn.close()
 
 
 async def test_schema_is_migrated_on_reopen(tmp_path: Path) -> None:
@@ -84,14 +89,16 @@ async def test_ack_for_unknown_or_final_webhook_is_ignored_with_a_log_line(
 
 
 async def test_transient_failure_schedules_next_attempt(store: Store) -> None:
-    await store.insert_webhooks(webhooks(1))
-    now = time.time()
+    now = 1_700_000_000.0
+    await store.insert_webhooks(webhooks(1, received_at=now))
     [outcome] = await store.apply_acks([AckRecord("alpha-0", False, 503, "busy", False)], now)
-    assert outcome.outcome == "retry" and outcome.next_attempt_at == pytest.approx(now + 1)
-    [outcome] = await store.apply_acks([AckRecord("alpha-0", False, 503, "busy", False)], now)
-    assert outcome.next_attempt_at == pytest.approx(now + 2)
+    assert outcome.outcome == "retry" and outcome.next_attempt_at == now + 1
+    [outcome] = await store.apply_acks([AckRecord("alpha-0", False, 503, "busy", False)],
+                                       now + 1)
+    assert outcome.next_attempt_at == now + 1 + 2
     row = await store.get("alpha-0")
     assert row is not None and row["attempts"] == 2 and row["status"] == "pending"
+    assert row["next_attempt_at"] == now + 3
 
 
 async def test_pending_past_max_age_expire_to_dead_letter(tmp_path: Path) -> None:

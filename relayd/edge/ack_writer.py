@@ -5,6 +5,10 @@ is queued (up to `MAX_BATCH`), applies them in one transaction, logs each outcom
 tells the dispatcher, which frees the in-flight slots. If the database refuses the write,
 the batch is retried (nothing is acked in memory before it is on disk); meanwhile the
 channel fills and the hub is slowed down by backpressure rather than losing acks.
+
+The retries only end when the writer is cancelled (the daemon's stop deadline): the acks
+not written then are counted in one log line; their webhooks stay pending in the database
+and are sent to the hub again later (a lost ack costs a redelivery, never a webhook).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class AckWriter:
         self.sink, self._receive = trio.open_memory_channel[AckRecord](ACK_BUFFER)
         self.batches = 0
         self.applied = 0
+        self._writing = 0  # acks in the batch being written (retried while refused)
 
     def close(self) -> None:
         """No more acks will come; `run` returns once the queued ones are written."""
@@ -55,15 +60,25 @@ class AckWriter:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         async with self._receive:
-            async for first in self._receive:
-                batch = take_batch(first, self._receive, MAX_BATCH)
-                now = self._clock()
-                outcomes = await self._apply(batch, now)
-                self.batches += 1
-                self.applied += len(batch)
-                for outcome in outcomes:
-                    _log_outcome(outcome, now)
-                self._on_applied(outcomes)
+            try:
+                async for first in self._receive:
+                    batch = take_batch(first, self._receive, MAX_BATCH)
+                    self._writing = len(batch)
+                    now = self._clock()
+                    outcomes = await self._apply(batch, now)
+                    self._writing = 0
+                    self.batches += 1
+                    self.applied += len(batch)
+                    for outcome in outcomes:
+                        _log_outcome(outcome, now)
+                    self._on_applied(outcomes)
+            finally:
+                # Counted before the channel closes: closing the last receiver drops its buffer.
+                dropped = self._writing + self._receive.statistics().current_buffer_used
+                if dropped:
+                    log.warning("ack writer stopped with %d acks not written to the database; "
+                                "their webhooks stay pending and will be sent to the hub again",
+                                dropped)
 
     async def _apply(self, batch: list[AckRecord], now: float) -> list[AckOutcome]:
         while True:

@@ -74,6 +74,8 @@ class IngressConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     read_timeout: float = 30.0  # the whole body must arrive within this (then 408)
     header_timeout: float = 5.0  # idle keep-alive, and headers not complete within this
+    max_connections: int = 1024  # open at once; further ones wait in the listen backlog
+    max_inflight_bytes: int = 64 * 1024 * 1024  # bodies being received or waiting for commit
 
 
 @dataclass(frozen=True)
@@ -130,8 +132,10 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path = Path("."),
     environ = os.environ if environ is None else environ
     reject_unknown("", raw, {"relay", "ingress", "admin", "store", "hub", "endpoints"})
     relay = build_section(raw, "relay", RelayConfig, base_dir)
-    if relay.stale_timeout <= relay.heartbeat_interval:
-        raise ConfigError("relay.stale_timeout: must be greater than relay.heartbeat_interval")
+    if relay.stale_timeout < 2 * relay.heartbeat_interval:
+        # With both sides set alike, one late or lost heartbeat must not drop a healthy link.
+        raise ConfigError("relay.stale_timeout: must be at least 2 x relay.heartbeat_interval "
+                          f"({relay.stale_timeout:g} < 2 x {relay.heartbeat_interval:g})")
     if (relay.tls_cert is None) != (relay.tls_key is None):
         raise ConfigError("relay.tls_cert: tls_cert and tls_key must be set together")
     if relay.retry_max < relay.retry_initial:
@@ -140,6 +144,9 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path = Path("."),
     if ingress.max_body_bytes > MAX_BODY_LIMIT:
         raise ConfigError(f"ingress.max_body_bytes: at most {MAX_BODY_LIMIT} (a webhook travels "
                           "to the hub as one gRPC message)")
+    if ingress.max_inflight_bytes < ingress.max_body_bytes:
+        raise ConfigError("ingress.max_inflight_bytes: must be >= ingress.max_body_bytes "
+                          "(else a body of the largest allowed size could never be taken)")
     hub = build_section(raw, "hub", HubConfig, base_dir)
     if not hub.id:
         raise ConfigError("hub.id: must not be empty")

@@ -4,13 +4,21 @@ Start order (each one ready before the next): store, ack writer, ingest batcher,
 dispatcher, gRPC server, admin listener, ingress listener; then READY=1 to systemd.
 `request_shutdown` begins a graceful stop: the ingress stops taking requests and
 finishes the ones it has, queued webhooks are committed, the dispatcher stops sending,
-in-flight acks get ``shutdown_grace`` seconds to land, then the hub connection is
-closed, the remaining acks are written and everything else is cancelled.
+the acks of webhooks in flight land, then the hub connection is closed, the remaining
+acks are written and everything else is cancelled.
+
+The whole graceful stop has one deadline, ``shutdown_grace`` after the request (as
+hypercorn's ``graceful_timeout``): when it passes, whatever still waits (a slow request,
+an ack the hub never sends, a database that refuses writes) is cancelled with the rest,
+and what was not written stays pending, to be delivered again. The store is closed on
+every way out; a database statement already waiting on a lock then finishes first (at
+most ``store.busy_timeout`` more).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -38,6 +46,9 @@ __all__ = ["Addresses", "Relayd"]
 
 log = logging.getLogger(__name__)
 
+# The admin listener is on loopback and polled by relayctl or a dashboard: a few suffice.
+ADMIN_MAX_CONNECTIONS = 64
+
 
 @dataclass(frozen=True)
 class Addresses:
@@ -51,8 +62,11 @@ class Addresses:
 class Relayd:
     """The edge daemon. ``await nursery.start(relayd.run)`` returns its `Addresses`."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, store_type: type[Store] = Store) -> None:
+        """``store_type``: the `Store` class to open (one that behaves differently behind
+        the same methods may stand in for it)."""
         self.config = config
+        self._store_type = store_type
         self.manager = ConnectionManager()
         self.store: Store | None = None
         self.dispatcher: Dispatcher | None = None
@@ -76,8 +90,8 @@ class Relayd:
                   ) -> None:
         cfg = self.config
         relay = cfg.relay
-        async with Store.open(cfg.store.path, retry_policy(relay),
-                              busy_timeout=cfg.store.busy_timeout) as store:
+        async with self._store_type.open(cfg.store.path, retry_policy(relay),
+                                         busy_timeout=cfg.store.busy_timeout) as store:
             self.store = store
             await self._warn_orphans(store)
             async with trio.open_nursery() as root:
@@ -100,13 +114,15 @@ class Relayd:
                     endpoint_ids=[ep.id for ep in cfg.endpoints], guard=guard,
                 )
                 # Twice the connect timeout: the stream handler answers a late or bad
-                # ConnectRequest first, then the unauthenticated socket is closed.
+                # ConnectRequest first, then the unauthenticated stream (and a socket on
+                # which none ever authenticated) is closed. A socket the hub left without
+                # a stream is as silent as a stale one.
                 tls = None
                 if relay.tls_cert is not None and relay.tls_key is not None:
                     tls = server_context(relay.tls_cert, relay.tls_key)
                 grpc = self.grpc_server = GrpcServer(
                     relay.grpc_listen, handler, unauthenticated_timeout=2 * relay.connect_timeout,
-                    guard=guard, ssl_context=tls,
+                    idle_timeout=relay.stale_timeout, guard=guard, ssl_context=tls,
                 )
 
                 await root.start(guard.run)
@@ -130,40 +146,52 @@ class Relayd:
 
                 await self._shutdown.wait()
                 started = time.monotonic()
-                log.info("relayd shutting down")
+                log.info("relayd shutting down (shutdown_grace=%gs)", relay.shutdown_grace)
                 systemd.notify("STOPPING=1")
+                # One deadline for every step below; past it the root nursery (this
+                # sequence included) is cancelled.
+                root.cancel_scope.deadline = trio.current_time() + relay.shutdown_grace
+                stage = "finishing open ingress requests"
                 self._ingress_stop.set()
                 await ingress_done.wait()
+                stage = "committing accepted webhooks"
                 batcher.close()
                 await batcher_done.wait()
+                stage = "waiting for the acks of webhooks in flight"
                 dispatch_scope.cancel()
-                with trio.move_on_after(relay.shutdown_grace) as grace:
-                    await dispatcher.wait_drained()
-                if grace.cancelled_caught:
-                    log.warning("shutdown grace over with %d webhooks in flight; they stay "
-                                "pending", self.manager.statistics().in_flight)
+                await dispatcher.wait_drained()
                 self.manager.close_current("relayd shutting down")
                 grpc.abort_all()
+                stage = "writing the last acks"
                 ack_writer.close()
                 await ack_done.wait()
+                stage = ""
                 root.cancel_scope.cancel()
-            log.info("relayd stopped after %.2fs of shutdown", time.monotonic() - started)
+            if stage:
+                # in-flight and unwritten counts were logged as the hub and the ack writer ended
+                log.warning("shutdown_grace (%gs) ran out while %s: the rest was cancelled, "
+                            "what was not written stays pending", relay.shutdown_grace, stage)
+        log.info("relayd stopped after %.2fs of shutdown", time.monotonic() - started)
 
     async def _serve_admin(self, *, task_status: trio.TaskStatus[ListenAddress]) -> None:
         assert self.store is not None
         await serve_http(AdminApp(self.store, self.manager), self.config.admin.listen,
                          name="admin", shutdown_trigger=trio.sleep_forever,
-                         graceful_seconds=0.5, task_status=task_status)
+                         graceful_seconds=0.5, max_connections=ADMIN_MAX_CONNECTIONS,
+                         task_status=task_status)
 
     async def _serve_ingress(self, batcher: IngestBatcher, done: trio.Event, *,
                              task_status: trio.TaskStatus[ListenAddress]) -> None:
         cfg = self.config
         app = IngressApp(cfg.endpoints, batcher, max_body_bytes=cfg.ingress.max_body_bytes,
+                         max_inflight_bytes=cfg.ingress.max_inflight_bytes,
                          body_timeout=cfg.ingress.read_timeout)
         try:
             await serve_http(app, cfg.ingress.listen, name="ingress",
                              shutdown_trigger=self._ingress_stop.wait,
-                             graceful_seconds=cfg.relay.shutdown_grace,
+                             # no grace of its own: the stop deadline in `run` bounds it
+                             graceful_seconds=math.inf,
+                             max_connections=cfg.ingress.max_connections,
                              read_timeout=cfg.ingress.read_timeout,
                              keep_alive_timeout=cfg.ingress.header_timeout,
                              task_status=task_status)

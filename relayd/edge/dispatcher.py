@@ -15,14 +15,22 @@ it and everything after it are sent again, in order, once its backoff has passed
 Wake-ups: `wake` (the ingress stored something, an ack landed) starts a round at once;
 otherwise a round runs at least every ``poll_interval`` (rows written by another process)
 and when the earliest backoff ends.
+
+Storage failures (the database locked by another process past ``busy_timeout``, an I/O
+error) never end the dispatcher: the failed round or expiry sweep is run again after a
+growing pause, logged once when the trouble starts and once when it is over. Nothing is
+lost meanwhile: what is not sent stays pending.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
+from typing import TypeVar
 
 import trio
 from trio_util import move_on_when
@@ -41,6 +49,12 @@ log = logging.getLogger(__name__)
 
 # How often pending webhooks past the maximum age are turned into dead letters.
 EXPIRY_SWEEP_SECONDS = 60.0
+# Pause before retrying a read or sweep the database refused: doubling from the first value
+# up to the cap, so a short lock costs little delay and a long outage little load.
+STORAGE_RETRY_INITIAL_SECONDS = 0.1
+STORAGE_RETRY_MAX_SECONDS = 5.0
+
+T = TypeVar("T")
 
 
 def envelope_bytes(webhook: StoredWebhook, destination_url: str) -> bytes:
@@ -118,7 +132,8 @@ class Dispatcher:
     async def _serve(self, conn: HubConnection) -> None:
         while True:
             self._wake_event = trio.Event()
-            next_due = await self._round(conn)
+            next_due = await _until_database_answers("reading pending webhooks",
+                                                     partial(self._round, conn))
             self.rounds += 1
             delay = min(self._poll_interval, next_due - self._clock())
             with trio.move_on_after(max(delay, 0.0)):
@@ -165,14 +180,44 @@ class Dispatcher:
 
     async def _expire_forever(self) -> None:
         while True:
-            conn = self._manager.current
-            in_flight = [w.id for lane in conn.lanes.values() for w in lane.in_flight] \
-                if conn is not None else []
-            expired = await self._store.expire_pending(self._clock(), exclude=in_flight)
-            for webhook_id in expired:
-                log.warning("webhook dead-lettered: undelivered past the maximum age "
-                            "webhook_id=%s", webhook_id)
+            await _until_database_answers("the expiry sweep", self._expire)
             await trio.sleep(EXPIRY_SWEEP_SECONDS)
+
+    async def _expire(self) -> None:
+        conn = self._manager.current
+        in_flight = [w.id for lane in conn.lanes.values() for w in lane.in_flight] \
+            if conn is not None else []
+        expired = await self._store.expire_pending(self._clock(), exclude=in_flight)
+        for webhook_id in expired:
+            log.warning("webhook dead-lettered: undelivered past the maximum age "
+                        "webhook_id=%s", webhook_id)
+
+
+async def _until_database_answers(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run ``attempt`` until the database accepts it, pausing longer after each refusal.
+
+    The first `sqlite3.Error` of an episode is logged as a warning with the error, the
+    next ones only at debug level, and the recovery once.
+    """
+    delay = STORAGE_RETRY_INITIAL_SECONDS
+    failures = 0
+    while True:
+        try:
+            result = await attempt()
+        except sqlite3.Error as exc:
+            failures += 1
+            if failures == 1:
+                log.warning("dispatcher: %s failed, retrying until the database answers: "
+                            "%s: %s", what, type(exc).__name__, exc)
+            else:
+                log.debug("dispatcher: %s failed again (attempt %d), retrying in %.1fs: %s: %s",
+                          what, failures, delay, type(exc).__name__, exc)
+            await trio.sleep(delay)
+            delay = min(2 * delay, STORAGE_RETRY_MAX_SECONDS)
+            continue
+        if failures:
+            log.info("dispatcher: %s works again after %d failed attempts", what, failures)
+        return result
 
 
 # Outcomes after which the endpoint restarts from that webhook: it (if still pending) and

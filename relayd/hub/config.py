@@ -81,8 +81,10 @@ def parse_hub_config(raw: Mapping[str, Any], *, base_dir: Path = Path("."),
     if not hub.id:
         raise ConfigError("hub.id: must not be empty")
     _check_edge_url(hub.edge_url)
-    if hub.stale_timeout <= hub.heartbeat_interval:
-        raise ConfigError("hub.stale_timeout: must be greater than hub.heartbeat_interval")
+    if hub.stale_timeout < 2 * hub.heartbeat_interval:
+        # With both sides set alike, one late or lost heartbeat must not drop a healthy link.
+        raise ConfigError("hub.stale_timeout: must be at least 2 x hub.heartbeat_interval "
+                          f"({hub.stale_timeout:g} < 2 x {hub.heartbeat_interval:g})")
     if hub.reconnect_max < hub.reconnect_initial:
         raise ConfigError("hub.reconnect_max: must be >= hub.reconnect_initial")
     if hub.ca_file is not None and not hub.ca_file.is_file():

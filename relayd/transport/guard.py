@@ -93,9 +93,9 @@ class PeerGuard:
         task_status.started()
         while True:
             await trio.sleep(self._interval)
-            self.end_interval()
+            self._end_interval()
 
-    def end_interval(self) -> None:
+    def _end_interval(self) -> None:
         for host, window in self._windows.items():
             if window.failures > 1 or window.refused > 1:
                 log.warning("grpc peer summary peer=%s failures=%d refused=%d last_failure=%s "

@@ -7,6 +7,9 @@ the cost of relaying a webhook. `BatchStream` instead writes a backlog as consec
 gRPC messages in as few DATA frames as flow control allows, and takes every message
 already received at once, returning their credit together. The wire format is unchanged
 (gRPC messages may share or span DATA frames), so the peer needs nothing special.
+
+A write on a stream the peer reset (RST_STREAM, e.g. a gRPC client cancelling its call)
+raises `StreamReset`: purerpc does not report the reset itself, so that is the first sign.
 """
 
 from __future__ import annotations
@@ -14,12 +17,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Generic, Protocol, TypeVar, cast
 
+import anyio
+import h2.exceptions
 from google.protobuf.message import Message
 from purerpc.grpc_proto import GRPCProtoStream
 
 from relayd.transport import _purerpc
 
-__all__ = ["BatchStream", "MessageStream"]
+__all__ = ["BatchStream", "MessageStream", "StreamReset"]
+
+
+class StreamReset(anyio.BrokenResourceError):
+    """The peer reset the stream: nothing more can be sent on it (the connection is fine).
+
+    A BrokenResourceError, so code that treats a broken stream as a lost link still does.
+    """
 
 # The message type a stream receives: the edge receives StreamRequest, the hub StreamResponse.
 ReceiveT = TypeVar("ReceiveT", bound=Message)
@@ -48,11 +60,17 @@ class BatchStream(Generic[ReceiveT]):
         self._stream = stream
 
     async def send_messages(self, messages: Sequence[Message | bytes]) -> None:
-        """Send ``messages`` (or already serialized ones) in order, in as few writes as can be."""
-        await _purerpc.send_messages(self._stream, messages)
+        """Send ``messages`` (or already serialized ones) in order, in as few writes as can be.
+
+        Raises `StreamReset` if the peer reset the stream.
+        """
+        try:
+            await _purerpc.send_messages(self._stream, messages)
+        except h2.exceptions.StreamClosedError as exc:
+            raise StreamReset(f"stream {self._stream.stream_id} reset by the peer") from exc
 
     async def send_message(self, message: Message) -> None:
-        await _purerpc.send_messages(self._stream, (message,))
+        await self.send_messages((message,))
 
     async def receive_messages(self, max_items: int) -> tuple[list[ReceiveT], bool]:
         """Wait for a message, then take all already received (up to ``max_items``).
