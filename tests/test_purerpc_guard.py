@@ -43,13 +43,14 @@ UPGRADE_STEPS = (
 # stream (GRPCStream) objects.
 SOCKET_ATTRIBUTES = ("_socket", "_grpc_connection", "_streams", "_receive_buffer_size",
                      "_allocate_stream", "_listen", "_reader_thread")
-STREAM_ATTRIBUTES = ("_grpc_connection", "_socket", "_incoming_events",
+STREAM_ATTRIBUTES = ("_grpc_connection", "_grpc_socket", "_socket", "_incoming_events",
                      "_incoming_message_type", "_start_stream_event", "_end_stream_event",
                      "_set_flow_control_update", "_wait_flow_control_update", "_close_remote",
                      "stream_id", "end_stream_event")
-# What `_purerpc` calls on the objects behind those attributes.
+# What `_purerpc` calls on the objects behind those attributes (``h2_connection`` is the
+# h2 connection, whose per-stream state `close_stream` reads).
 CONNECTION_ATTRIBUTES = ("config", "receive_data", "flow_control_window", "send_data",
-                         "acknowledge_received_data")
+                         "acknowledge_received_data", "h2_connection")
 SOCKET_WRAPPER_ATTRIBUTES = ("recv", "flush")
 
 
@@ -186,8 +187,14 @@ async def test_purerpc_streams_have_the_private_attributes_relayd_uses() -> None
             client_stream.expect_message_type(pb.StreamResponse)
             await stream_arrived.wait()
             [server_stream] = server_streams
-            _assert_none_missing(_missing(server_stream, STREAM_ATTRIBUTES)
-                                 + _missing(client_stream, STREAM_ATTRIBUTES))
+            missing = (_missing(server_stream, STREAM_ATTRIBUTES)
+                       + _missing(client_stream, STREAM_ATTRIBUTES))
+            h2_connection = getattr(getattr(server_stream, "_grpc_connection", None),
+                                    "h2_connection", None)
+            h2_stream = getattr(h2_connection, "streams", {}).get(server_stream.stream_id)
+            if h2_stream is None or not hasattr(h2_stream, "closed"):
+                missing.append("GRPCConnection.h2_connection.streams[stream_id].closed")
+            _assert_none_missing(missing)
 
             # and relayd's functions work on them: one message each way
             await _purerpc.send_messages(client_stream, [pb.StreamRequest(
@@ -195,5 +202,5 @@ async def test_purerpc_streams_have_the_private_attributes_relayd_uses() -> None
             await request_seen.wait()
             replies = await _receive_some(client_stream)
             assert [reply.heartbeat.timestamp for reply in replies] == [2]
-            await server_stream.close(Status(StatusCode.OK))
+            await _purerpc.close_stream(server_stream, Status(StatusCode.OK))
             nursery.cancel_scope.cancel()
