@@ -184,7 +184,9 @@ async def test_backpressure_buffer_of_two_never_drops(tmp_path: Path) -> None:
                              buffer_size=config.relay.buffer_size, heartbeat_interval=60,
                              stale_timeout=120)
         # a window of 100 lets the dispatcher try to push all 100 at once
-        dispatcher = Dispatcher(store, manager, config.endpoints, window=100)
+        dispatcher = Dispatcher(store, manager, config.endpoints, window=100,
+                                pipeline_window=config.relay.pipeline_window,
+                                poll_interval=config.relay.poll_interval)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn.run)
             manager.attach(conn)

@@ -28,7 +28,7 @@ ConnectionLost = anyio.EndOfStream
 
 @asynccontextmanager
 async def open_relay_stream(host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
-                            connect_timeout: float = 10.0, local_host: str | None = None
+                            connect_timeout: float, local_host: str | None = None
                             ) -> AsyncIterator[BatchStream[pb.StreamResponse]]:
     """Connect to relayd and open ``/relay.v1.RelayService/Stream``.
 
