@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import re
 import resource
-import sqlite3
 from pathlib import Path
 
 import httpx
 import trio
 
 from relayd.edge.config import ListenAddress
+from tests.db import open_db
 from tests.processes import BIN, Daemon
 
 MIB = 1024 * 1024
@@ -108,7 +108,7 @@ async def test_upload_burst_keeps_peak_rss_within_max_inflight_bytes(tmp_path: P
     # every upload answered is either stored (202) or refused (503); the budget admits
     # at least max_inflight_bytes / max_body_bytes of them at once
     assert set(codes) <= {202, 503} and len(accepted) >= MAX_INFLIGHT // MAX_BODY
-    with sqlite3.connect(tmp_path / "relayd.db") as db:
+    with open_db(tmp_path / "relayd.db") as db:
         stored = dict(db.execute("SELECT id, length(body) FROM webhooks").fetchall())
     assert all(stored.get(wid) == MAX_BODY for wid in accepted)
     assert len(stored) == len(accepted) + 1  # and the warm-up

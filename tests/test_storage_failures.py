@@ -15,6 +15,7 @@ import trio
 from relayd.edge.daemon import Relayd
 from relayd.edge.store import NewWebhook, Store, StoredWebhook
 from tests.conftest import start_edge
+from tests.db import open_db
 from tests.helpers import TestHub, make_config, post, wait_for
 
 GRACE = 1.0
@@ -72,9 +73,11 @@ async def test_stop_ends_within_shutdown_grace_when_acks_cannot_be_written(
     assert "ack writer stopped with 1 acks not written" in caplog.text
     assert "shutdown_grace (1s) ran out while writing the last acks" in caplog.text
     assert files_open_under(path) == []  # the store was closed
-    with sqlite3.connect(path, timeout=0) as db:
+    with open_db(path) as db:
+        db.execute("PRAGMA busy_timeout = 0")
         db.execute("BEGIN EXCLUSIVE")  # nobody holds a lock any more
         status = db.execute("SELECT status FROM webhooks WHERE id = ?", (wid,)).fetchone()[0]
+        db.execute("ROLLBACK")
     assert status == "pending"  # the ack was lost: the webhook will be delivered again
 
 
