@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
 from typing import Any
 
@@ -22,9 +22,10 @@ from relayd.edge.config import IngressConfig, ListenAddress
 
 __all__ = ["Receive", "Scope", "Send", "handle_lifespan", "send_json", "serve_http"]
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+# The ASGI callables' types (as the spec and Starlette write them)
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 # Pending TCP connections the kernel queues before relayd accepts them (hypercorn's default
 # of 100 resets connections during a burst of webhooks); connections over the listener's
