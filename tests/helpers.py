@@ -22,6 +22,8 @@ from relayd.wire import pb
 SECRET = b"test-secret-0123456789abcdef"
 HUB_ID = "home"
 ENDPOINTS = ("alpha", "beta", "gamma")
+# How long a test hub waits for the TCP (and TLS) connection to the edge.
+CONNECT_TIMEOUT = 10.0
 
 
 def make_config(tmp_path: Path, *, store: dict[str, Any] | None = None,
@@ -89,7 +91,7 @@ class TestHub:
     async def open(cls, address: ListenAddress, local_host: str | None = None
                    ) -> AsyncIterator[TestHub]:
         """Open the Stream RPC; leaving the block drops the TCP connection."""
-        async with open_relay_stream(address.host, address.port,
+        async with open_relay_stream(address.host, address.port, connect_timeout=CONNECT_TIMEOUT,
                                      local_host=local_host) as stream:
             yield cls(stream)
 

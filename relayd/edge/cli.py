@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trio.run(run_until_signalled, daemon.run, daemon.request_shutdown)
     except* (OSError, sqlite3.Error) as group:
-        for exc in leaves(group):
-            log.error("relayd could not run: %s", describe(exc))
+        for error in leaves(group):
+            log.error("relayd could not run: %s", describe(error))
         code = 1
     return code
 

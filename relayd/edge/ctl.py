@@ -24,7 +24,8 @@ TIMEOUT_SECONDS = 5.0
 
 def _admin_url(args: argparse.Namespace) -> str:
     if args.admin:
-        return args.admin.rstrip("/")
+        admin: str = args.admin
+        return admin.rstrip("/")
     if args.config:
         listen = load_config(args.config, load_secret=False).admin.listen
         if listen.port == 0:

@@ -54,6 +54,10 @@ EXPIRY_SWEEP_SECONDS = 60.0
 STORAGE_RETRY_INITIAL_SECONDS = 0.1
 STORAGE_RETRY_MAX_SECONDS = 5.0
 
+# Webhooks of one endpoint in flight for a hub without ``ordered-pipeline``: one at a time
+# is the only way such a hub receives them in order.
+UNORDERED_WINDOW = 1
+
 T = TypeVar("T")
 
 
@@ -75,9 +79,9 @@ class Dispatcher:
         manager: ConnectionManager,
         endpoints: Sequence[Endpoint],
         *,
-        window: int = 1,
-        pipeline_window: int = 256,
-        poll_interval: float = 1.0,
+        pipeline_window: int,
+        poll_interval: float,
+        window: int = UNORDERED_WINDOW,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store

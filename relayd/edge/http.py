@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
 from typing import Any
 
@@ -22,19 +22,15 @@ from relayd.edge.config import IngressConfig, ListenAddress
 
 __all__ = ["Receive", "Scope", "Send", "handle_lifespan", "send_json", "serve_http"]
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+# The ASGI callables' types (as the spec and Starlette write them)
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-# Idle keep-alive connections, and requests whose headers are still incomplete (hypercorn's
-# idle timer runs until the headers are parsed: slow headers), are closed after this long.
-KEEP_ALIVE_SECONDS = 5.0
 # Pending TCP connections the kernel queues before relayd accepts them (hypercorn's default
 # of 100 resets connections during a burst of webhooks); connections over the listener's
 # max_connections wait here too.
 LISTEN_BACKLOG = 1024
-# A request whose headers or body stall for this long is dropped (slow clients).
-READ_TIMEOUT_SECONDS = 30.0
 
 
 async def serve_http(
@@ -45,8 +41,10 @@ async def serve_http(
     shutdown_trigger: Callable[[], Awaitable[None]],
     graceful_seconds: float,
     max_connections: int = IngressConfig.max_connections,
-    read_timeout: float = READ_TIMEOUT_SECONDS,
-    keep_alive_timeout: float = KEEP_ALIVE_SECONDS,
+    read_timeout: float = IngressConfig.read_timeout,
+    # idle keep-alive connections, and requests whose headers are still incomplete
+    # (hypercorn's idle timer runs until the headers are parsed), are closed after this
+    keep_alive_timeout: float = IngressConfig.header_timeout,
     task_status: trio.TaskStatus[ListenAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run ``app`` on ``listen`` until ``shutdown_trigger`` returns; report the bound address.

@@ -120,7 +120,7 @@ class Store:
         def insert() -> None:
             db = self._write_db
             with db.atomic():
-                db["webhooks"].insert_all(rows, batch_size=len(rows) or 1)
+                db.table("webhooks").insert_all(rows, batch_size=len(rows) or 1)
 
         async with self._write_lock:
             await trio.to_thread.run_sync(insert)
