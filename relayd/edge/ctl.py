@@ -1,20 +1,24 @@
 """``relayctl status``: show what relayd is doing, for a person (or ``--json``).
 
 Finds the daemon through ``--admin URL`` (default ``http://127.0.0.1:8081``) or through
-``--config PATH`` (the daemon's own config; its ``[admin] listen``). Exits 0 when the
-daemon answered, 1 when it is unreachable or answered an error, 2 for bad usage.
+``--config PATH`` (the daemon's own config; its ``[admin] listen``). Sends the admin token,
+if any, from ``--token-file PATH``, else ``RELAYD_ADMIN_TOKEN``, else the config's
+``[admin] token_file``. Exits 0 when the daemon answered, 1 when it is unreachable or
+answered an error, 2 for bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from relayd.edge.config import ConfigError, load_config
+from relayd.edge.config import ConfigError, load_config, read_admin_token
 
 __all__ = ["main"]
 
@@ -35,6 +39,18 @@ def _admin_url(args: argparse.Namespace) -> str:
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{listen.port}"
     return DEFAULT_ADMIN
+
+
+def _auth_headers(args: argparse.Namespace) -> dict[str, str]:
+    """``Authorization: Bearer`` with the admin token, if one is given anywhere."""
+    if args.token_file:
+        # the explicit option wins over the environment: read the file alone
+        token = read_admin_token(Path(args.token_file), environ={}, file_key="--token-file")
+    else:
+        token_file = load_config(args.config, load_secret=False).admin.token_file \
+            if args.config else None
+        token = read_admin_token(token_file, environ=os.environ)
+    return {} if token is None else {"Authorization": f"Bearer {token.decode()}"}
 
 
 def _human(doc: dict[str, Any]) -> str:
@@ -62,19 +78,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="relayd.toml of the daemon (to find its admin address)")
     parser.add_argument("--admin", help=f"admin base URL (default {DEFAULT_ADMIN})")
     parser.add_argument("--json", action="store_true", help="print the raw status JSON")
+    parser.add_argument("--token-file", metavar="PATH",
+                        help="file holding the admin token (default: RELAYD_ADMIN_TOKEN, "
+                             "else [admin] token_file of --config)")
     args = parser.parse_args(argv)
     try:
         base = _admin_url(args)
+        headers = _auth_headers(args)
     except ConfigError as exc:
         print(f"relayctl: configuration error: {exc}", file=sys.stderr)
         return 2
     url = f"{base}/api/status"
     try:
-        response = httpx.get(url, timeout=TIMEOUT_SECONDS)
+        response = httpx.get(url, headers=headers, timeout=TIMEOUT_SECONDS)
         response.raise_for_status()
         doc = response.json()
     except httpx.HTTPStatusError as exc:
         print(f"relayctl: relayd at {base} answered {exc.response.status_code}", file=sys.stderr)
+        if exc.response.status_code == 401:
+            print("relayctl: the admin listener wants a token: --token-file PATH, "
+                  "RELAYD_ADMIN_TOKEN, or --config with [admin] token_file", file=sys.stderr)
         return 1
     except (httpx.HTTPError, json.JSONDecodeError) as exc:
         print(f"relayctl: relayd is not reachable at {base} ({type(exc).__name__}: {exc})",

@@ -29,7 +29,7 @@ import trio
 from relayd.common import systemd
 from relayd.common.tls import server_context
 from relayd.edge.ack_writer import AckWriter
-from relayd.edge.admin import AdminApp
+from relayd.edge.admin import AdminContext, build_admin_app
 from relayd.edge.auth import Authenticator
 from relayd.edge.config import Config, ListenAddress
 from relayd.edge.dispatcher import Dispatcher
@@ -173,9 +173,15 @@ class Relayd:
                             "what was not written stays pending", relay.shutdown_grace, stage)
         log.info("relayd stopped after %.2fs of shutdown", time.monotonic() - started)
 
+    def _wake_dispatcher(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+
     async def _serve_admin(self, *, task_status: trio.TaskStatus[ListenAddress]) -> None:
         assert self.store is not None
-        await serve_http(AdminApp(self.store, self.manager), self.config.admin.listen,
+        app = build_admin_app(AdminContext(self.config, self.store, self.manager,
+                                            wake_dispatcher=self._wake_dispatcher))
+        await serve_http(app, self.config.admin.listen,
                          name="admin", shutdown_trigger=trio.sleep_forever,
                          graceful_seconds=0.5, max_connections=ADMIN_MAX_CONNECTIONS,
                          task_status=task_status)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
 from typing import Any
 
@@ -22,9 +22,10 @@ from relayd.edge.config import IngressConfig, ListenAddress
 
 __all__ = ["Receive", "Scope", "Send", "handle_lifespan", "send_json", "serve_http"]
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+# The ASGI callables' types (as the spec and Starlette write them)
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 # Pending TCP connections the kernel queues before relayd accepts them (hypercorn's default
 # of 100 resets connections during a burst of webhooks); connections over the listener's
@@ -67,7 +68,7 @@ async def serve_http(
         sock.listen(LISTEN_BACKLOG)
         listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
     try:
-        connections = HypercornConnections(app, config)
+        connections = HypercornConnections(app, config, name)
         bound = ListenAddress(listen.host, int(listeners[0].socket.getsockname()[1]))
         async with trio.open_nursery() as connection_nursery:
             async with trio.open_nursery() as accept_nursery:
