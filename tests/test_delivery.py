@@ -13,7 +13,7 @@ import trio
 from relayd.edge.daemon import Relayd
 from tests.conftest import start_edge
 from tests.db import open_db
-from tests.helpers import TestHub, post, wait_for
+from tests.helpers import TestHub, post, wait_for, wait_settled
 
 
 async def stored_status(edge: Relayd, webhook_id: str) -> str:
@@ -42,7 +42,7 @@ async def test_acks_update_webhook_status_in_database(edge: Relayd) -> None:
         assert got == {ok, bad}
         await hub.ack(ok, status_code=204)
         await hub.ack(bad, success=False, status_code=404, error="not found", permanent=True)
-        await wait_for(lambda: edge.manager.statistics().in_flight == 0)
+        await wait_settled(edge)
     row = await edge.store.get(ok)
     assert row["status"] == "delivered" and row["delivered_at"] and row["last_status_code"] == 204
     row = await edge.store.get(bad)
@@ -66,6 +66,7 @@ async def test_order_per_endpoint_kept_under_transient_failure(edge: Relayd) -> 
                     await hub.ack(webhook.id, success=False, status_code=503, error="busy")
                 else:
                     await hub.ack(webhook.id)
+        await wait_settled(edge)
     order_a = [(wid, attempt) for wid, attempt in seen if wid in a]
     assert order_a == [(a[0], 1), (a[0], 2), (a[1], 1), (a[2], 1)]
     # beta is independent: it did not wait for alpha's backoff
