@@ -2,7 +2,8 @@
 
 Finds the daemon through ``--admin URL`` (default ``http://127.0.0.1:8081``) or through
 ``--config PATH`` (the daemon's own config; its ``[admin] listen``). Exits 0 when the
-daemon answered, 1 when it is unreachable or answered an error, 2 for bad usage.
+daemon answered, 1 when it is unreachable or answered an error, 2 for bad usage (with
+no arguments at all it prints its help, and exits 2).
 """
 
 from __future__ import annotations
@@ -10,15 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib.metadata import version
 from typing import Any
 
 import httpx
 
-from relayd.edge.config import ConfigError, load_config
+from relayd.edge.config import AdminConfig, ConfigError, load_config
 
 __all__ = ["main"]
 
-DEFAULT_ADMIN = "http://127.0.0.1:8081"
+# relayd's default admin.listen
+DEFAULT_ADMIN = f"http://{AdminConfig().listen}"
 TIMEOUT_SECONDS = 5.0
 
 
@@ -55,12 +58,41 @@ def _human(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+EPILOG = """\
+commands:
+  status  what relayd is doing: the hub connection and the webhook queue
+
+exit codes:
+  0  relayd answered
+  1  relayd is unreachable or answered an error
+  2  bad usage (no command, for instance: this help is printed)
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relayctl", description="relayctl: ask a running relayd (through its admin "
+        "listener)\nwhat it is doing.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["status"], help="what to do: status")
+    parser.add_argument("--config", metavar="PATH",
+                        help="the daemon's relayd.toml, to find its admin.listen address "
+                             "(default: not used; --admin or its default instead)")
+    parser.add_argument("--admin", metavar="URL",
+                        help=f"admin base URL (default: {DEFAULT_ADMIN}, relayd's default "
+                             "admin.listen)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the raw status JSON (default: a summary for a person)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('relayd')}")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="relayctl", description="control a running relayd")
-    parser.add_argument("command", choices=["status"])
-    parser.add_argument("--config", help="relayd.toml of the daemon (to find its admin address)")
-    parser.add_argument("--admin", help=f"admin base URL (default {DEFAULT_ADMIN})")
-    parser.add_argument("--json", action="store_true", help="print the raw status JSON")
+    parser = _parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        # a bare ``relayctl``: show what it can do rather than argparse's one-line error
+        parser.print_help(sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         base = _admin_url(args)
