@@ -35,7 +35,7 @@ async def main(args: argparse.Namespace) -> None:
         async for first in acks_receive:
             await stream.send_messages(take_batch(first, acks_receive, ACK_BUFFER))
 
-    async with open_relay_stream("127.0.0.1", args.port) as stream, \
+    async with open_relay_stream("127.0.0.1", args.port, connect_timeout=10) as stream, \
             trio.open_nursery() as nursery:
         ts = int(time.time())
         await stream.send_message(pb.StreamRequest(connect=pb.ConnectRequest(

@@ -6,6 +6,8 @@ Needs the ``grpcio-tools`` test extra; nothing at run time imports it.
 protoc names modules after the proto's package path (``relay.v1.relay_pb2``); the
 generated stub is rewritten to import ``relayd.wire.relay_pb2`` instead, so the
 generated code lives inside this package rather than as a top-level ``relay`` package.
+protoc's ``--pyi_out`` also writes type stubs for the messages (``relay_pb2.pyi``), so mypy
+checks the code that builds and reads them.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ __all__ = ["generate"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = REPO_ROOT / "proto"
 PROTO_FILE = "relay/v1/relay.proto"
-GENERATED = ("relay_pb2.py", "relay_grpc.py")
+GENERATED = ("relay_pb2.py", "relay_pb2.pyi", "relay_grpc.py")
 _IMPORT_FROM = "import relay.v1.relay_pb2 as"
 _IMPORT_TO = "from relayd.wire import relay_pb2 as"
 
 
 def generate(out_dir: Path) -> list[Path]:
-    """Run protoc with the purerpc plugin and write the modules into ``out_dir``."""
+    """Run protoc with the purerpc plugin and write the modules and stubs into ``out_dir``."""
     plugin = shutil.which("protoc-gen-purerpc", path=str(Path(sys.executable).parent))
     if plugin is None:
         plugin = shutil.which("protoc-gen-purerpc")
@@ -38,7 +40,7 @@ def generate(out_dir: Path) -> list[Path]:
         subprocess.run(
             [
                 sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO_ROOT}",
-                f"--python_out={tmp}", f"--purerpc_out={tmp}",
+                f"--python_out={tmp}", f"--pyi_out={tmp}", f"--purerpc_out={tmp}",
                 f"--plugin=protoc-gen-purerpc={plugin}", str(PROTO_ROOT / PROTO_FILE),
             ],
             check=True,

@@ -22,10 +22,13 @@ from relayd.wire import pb
 SECRET = b"test-secret-0123456789abcdef"
 HUB_ID = "home"
 ENDPOINTS = ("alpha", "beta", "gamma")
+# How long a test hub waits for the TCP (and TLS) connection to the edge.
+CONNECT_TIMEOUT = 10.0
 
 
 def make_config(tmp_path: Path, *, store: dict[str, Any] | None = None,
-                ingress: dict[str, Any] | None = None, **relay: Any) -> Config:
+                ingress: dict[str, Any] | None = None, admin: dict[str, Any] | None = None,
+                **relay: Any) -> Config:
     """A config on loopback with free ports, short timers and three endpoints."""
     relay_table = {
         "grpc_listen": "127.0.0.1:0",
@@ -40,7 +43,7 @@ def make_config(tmp_path: Path, *, store: dict[str, Any] | None = None,
     raw = {
         "relay": relay_table,
         "ingress": {"listen": "127.0.0.1:0", "max_body_bytes": 65536, **(ingress or {})},
-        "admin": {"listen": "127.0.0.1:0"},
+        "admin": {"listen": "127.0.0.1:0", **(admin or {})},
         "store": {"path": str(tmp_path / "relayd.db"), **(store or {})},
         "hub": {"id": HUB_ID, "secret_file": ""},
         "endpoints": [
@@ -89,7 +92,7 @@ class TestHub:
     async def open(cls, address: ListenAddress, local_host: str | None = None
                    ) -> AsyncIterator[TestHub]:
         """Open the Stream RPC; leaving the block drops the TCP connection."""
-        async with open_relay_stream(address.host, address.port,
+        async with open_relay_stream(address.host, address.port, connect_timeout=CONNECT_TIMEOUT,
                                      local_host=local_host) as stream:
             yield cls(stream)
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import trio
 import trio.testing
+from purerpc.grpclib.exceptions import RpcFailedError
+from purerpc.grpclib.status import Status, StatusCode
 
 from relayd.edge.connection import HubConnection
 from relayd.edge.daemon import Relayd
@@ -16,6 +18,9 @@ from relayd.edge.store import AckRecord, NewWebhook, Store
 from relayd.wire import pb
 from tests.conftest import start_edge
 from tests.helpers import TestHub, make_config, post, socket_inodes, wait_for
+
+ABORTED = 10
+UNAVAILABLE = 14
 
 
 async def test_newer_connection_replaces_current_and_requeues_in_flight(edge: Relayd) -> None:
@@ -30,10 +35,12 @@ async def test_newer_connection_replaces_current_and_requeues_in_flight(edge: Re
         assert len(socket_inodes() - before) == 2  # client and server side of the old hub
         async with TestHub.connected(edge.addresses.grpc) as new:
             assert edge.manager.current is not old_conn
-            # the old connection is over: its stream ends and the edge closed its socket
+            # the old stream is over, with a status, and the edge closed its socket (no
+            # other stream used it)
             with trio.fail_after(3):
-                while await old.recv() is not None:
-                    pass
+                assert await old.wait_end() == ABORTED
+            assert old.stream.end_stream_event.status.status_message == \
+                "replaced by a newer connection"
             await wait_for(lambda: len(socket_inodes() - before) == 3)  # old client + new pair
             assert old_conn.close_reason == "replaced by a newer connection"
             got = [await new.recv_webhook() for _ in range(2)]
@@ -57,6 +64,8 @@ async def test_stale_connection_closed_socket_gone_and_in_flight_requeued(
         # test_silent_hub_is_closed_exactly_stale_timeout_after_it_connected)
         await wait_for(lambda: not edge.manager.is_connected())
         assert conn is not None and conn.close_reason.startswith("stale:")
+        with trio.fail_after(3):
+            assert await silent.wait_end() == UNAVAILABLE
         await wait_for(lambda: len(socket_inodes() - before) == 1)  # only our client side left
         assert edge.manager.statistics().connected is False
     async with TestHub.connected(edge.addresses.grpc) as hub:
@@ -65,10 +74,10 @@ async def test_stale_connection_closed_socket_gone_and_in_flight_requeued(
 
 
 class _MemoryHub:
-    """The hub end of a `HubConnection` in memory: stream and TCP connection in one.
+    """The hub end of a `HubConnection` in memory: stream and transport in one.
 
     The test sends with ``to_edge``; ``sent`` is what the edge sent, with the time;
-    ``abort`` (the edge closing the TCP connection) cancels ``scope``.
+    ``ended_at`` and ``status`` say when and how the edge ended the stream.
     """
 
     peer = "memory"
@@ -76,8 +85,9 @@ class _MemoryHub:
     def __init__(self) -> None:
         self.to_edge, self._from_hub = trio.open_memory_channel[pb.StreamRequest](10)
         self.sent: list[tuple[float, str]] = []
-        self.aborted_at: float | None = None
-        self.scope = trio.CancelScope()
+        self.ended_at: float | None = None
+        self.status: Status | None = None
+        self.closes_connection = False
 
     async def send_messages(self, messages: list[bytes]) -> None:
         for m in messages:
@@ -87,24 +97,29 @@ class _MemoryHub:
     async def receive_messages(self, max_items: int) -> tuple[list[pb.StreamRequest], bool]:
         return [await self._from_hub.receive()], False
 
-    def abort(self) -> None:
-        self.aborted_at = trio.current_time()
-        self.scope.cancel()
+    def close_connection_when_done(self) -> None:
+        self.closes_connection = True
 
     async def serve(self, *, heartbeat_interval: float, stale_timeout: float,
                     hub_heartbeats_at: tuple[float, ...] = ()) -> HubConnection:
-        """Run a connection until the edge aborts it; the hub sends heartbeats at the times."""
+        """Run a connection until the edge ends it; the hub sends heartbeats at the times."""
         ack_send, _ = trio.open_memory_channel[AckRecord](10)
         conn = HubConnection(hub_id="home", endpoint_ids=None, capabilities=frozenset(),
                              stream=self, transport=self, ack_sink=ack_send, buffer_size=10,
                              heartbeat_interval=heartbeat_interval, stale_timeout=stale_timeout)
-        with self.scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(conn.run)
-                for t in hub_heartbeats_at:
-                    await trio.sleep_until(t)
-                    await self.to_edge.send(pb.StreamRequest(heartbeat=pb.Heartbeat()))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._run, conn)
+            for t in hub_heartbeats_at:
+                await trio.sleep_until(t)
+                await self.to_edge.send(pb.StreamRequest(heartbeat=pb.Heartbeat()))
         return conn
+
+    async def _run(self, conn: HubConnection) -> None:
+        try:
+            await conn.run()
+        except RpcFailedError as exc:  # the status the hub is sent
+            self.ended_at = trio.current_time()
+            self.status = exc.status
 
 
 async def test_silent_hub_is_closed_exactly_stale_timeout_after_it_connected(
@@ -112,8 +127,11 @@ async def test_silent_hub_is_closed_exactly_stale_timeout_after_it_connected(
 ) -> None:
     hub = _MemoryHub()
     conn = await hub.serve(heartbeat_interval=25, stale_timeout=60)
-    assert hub.aborted_at == 60.0
+    assert hub.ended_at == 60.0
     assert conn.close_reason == "stale: no message from the hub within the stale timeout"
+    assert hub.status is not None and hub.status.status_code == StatusCode.UNAVAILABLE
+    assert hub.status.status_message == conn.close_reason
+    assert hub.closes_connection  # unless the hub's next stream shares it
     assert hub.sent == [(25.0, "heartbeat"), (50.0, "heartbeat")]
 
 
@@ -124,7 +142,7 @@ async def test_each_hub_message_keeps_the_connection_for_another_stale_timeout(
     # the last only 3 s after the one before: a watchdog with slack used to skip such a touch
     conn = await hub.serve(heartbeat_interval=30, stale_timeout=60,
                            hub_heartbeats_at=(50.0, 100.0, 150.0, 200.0, 203.0))
-    assert hub.aborted_at == 263.0 and conn.close_reason.startswith("stale:")
+    assert hub.ended_at == 263.0 and conn.close_reason.startswith("stale:")
     assert hub.sent == [(30.0 * i, "heartbeat") for i in range(1, 9)]  # 30 ... 240
 
 
@@ -148,7 +166,7 @@ class _BlockedStream:
 class _Transport:
     peer = "test"
 
-    def abort(self) -> None:
+    def close_connection_when_done(self) -> None:
         raise AssertionError("not expected")
 
 
@@ -166,7 +184,9 @@ async def test_backpressure_buffer_of_two_never_drops(tmp_path: Path) -> None:
                              buffer_size=config.relay.buffer_size, heartbeat_interval=60,
                              stale_timeout=120)
         # a window of 100 lets the dispatcher try to push all 100 at once
-        dispatcher = Dispatcher(store, manager, config.endpoints, window=100)
+        dispatcher = Dispatcher(store, manager, config.endpoints, window=100,
+                                pipeline_window=config.relay.pipeline_window,
+                                poll_interval=config.relay.poll_interval)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn.run)
             manager.attach(conn)

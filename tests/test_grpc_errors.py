@@ -18,7 +18,7 @@ from purerpc.grpc_proto import GRPCProtoStream
 
 from relayd.edge.config import ListenAddress
 from relayd.transport.guard import PeerGuard
-from relayd.transport.server import GrpcServer, TcpConnection
+from relayd.transport.server import GrpcServer, RpcStream
 from tests.helpers import TestHub, connect_request, wait_for
 
 # what a client sees when the server resets its connection under it
@@ -33,7 +33,7 @@ class Handler:
         self.grouped = grouped
         self.calls = 0
 
-    async def __call__(self, stream: GRPCProtoStream, conn: TcpConnection) -> None:
+    async def __call__(self, stream: GRPCProtoStream, rpc: RpcStream) -> None:
         self.calls += 1
         await stream.receive_message()
         if self.grouped:  # raised in a task, as HubConnection's tasks would
@@ -49,7 +49,7 @@ async def start_server(nursery: trio.Nursery, handler: Handler) -> tuple[ListenA
                                                                           PeerGuard]:
     guard = PeerGuard(max_connections=10, max_per_peer=10, failures_per_interval=1)
     server = GrpcServer(ListenAddress("127.0.0.1", 0), handler, unauthenticated_timeout=5,
-                        guard=guard)
+                        idle_timeout=5, guard=guard)
     address: ListenAddress = await nursery.start(server.run)
     return address, guard
 

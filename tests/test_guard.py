@@ -45,7 +45,7 @@ def fail(guard: PeerGuard, times: int) -> None:
 async def test_failures_are_logged_once_then_summarised_exactly_at_the_interval_end(
     autojump_clock: trio.testing.MockClock, guard_log: list[tuple[float, str]],
 ) -> None:
-    guard = PeerGuard(max_connections=10, max_per_peer=10, interval=10)
+    guard = PeerGuard(max_connections=10, max_per_peer=10, failures_per_interval=30, interval=10)
     async with trio.open_nursery() as nursery:
         await nursery.start(guard.run)
         await trio.sleep(3)

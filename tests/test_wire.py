@@ -12,9 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_generated_code_matches_proto(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(ROOT / "proto" / "generate.py"), "--out", str(tmp_path)],
                    check=True, capture_output=True)
-    for name in ("relay_pb2.py", "relay_grpc.py"):
-        committed = (ROOT / "relayd" / "wire" / name).read_text()
-        assert (tmp_path / name).read_text() == committed, (
+    fresh = sorted(path.name for path in tmp_path.iterdir())
+    # the messages, their type stubs (relay_pb2.pyi, what mypy reads) and the purerpc stub
+    assert fresh == ["relay_grpc.py", "relay_pb2.py", "relay_pb2.pyi"]
+    for name in fresh:
+        committed = ROOT / "relayd" / "wire" / name
+        assert committed.exists() and (tmp_path / name).read_text() == committed.read_text(), (
             f"relayd/wire/{name} is stale: run `python proto/generate.py` and commit"
         )
 

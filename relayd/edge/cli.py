@@ -24,7 +24,7 @@ import trio
 
 from relayd.common.logs import setup_logging
 from relayd.common.runner import describe, leaves, run_until_signalled
-from relayd.edge.config import SECRET_ENV, Config, ConfigError, load_config
+from relayd.edge.config import ADMIN_TOKEN_ENV, SECRET_ENV, Config, ConfigError, load_config
 from relayd.edge.daemon import Relayd
 from relayd.edge.listen_error import ListenError
 from relayd.edge.store import STATUSES, Store, retry_policy
@@ -38,7 +38,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 EPILOG = f"""\
 environment:
-  {SECRET_ENV}  the hub secret; when set it overrides hub.secret_file
+  {SECRET_ENV}   the hub secret; when set it overrides hub.secret_file
+  {ADMIN_TOKEN_ENV}  the admin token; when set it overrides admin.token_file
 
 exit codes:
   0  stopped gracefully (--check: the config and the store are usable)
@@ -125,12 +126,16 @@ def _summary(config: Config, config_path: Path, store_summary: str) -> str:
     secret_from = (SECRET_ENV if os.environ.get(SECRET_ENV, "").strip()
                    else os.path.abspath(str(config.hub.secret_file)))
     tls = f"TLS {os.path.abspath(relay.tls_cert)}" if relay.tls_cert is not None else "no TLS"
+    admin = config.admin
+    token = ("no token" if not admin.token else f"token from {ADMIN_TOKEN_ENV}"
+             if os.environ.get(ADMIN_TOKEN_ENV, "").strip()
+             else f"token from {os.path.abspath(str(admin.token_file))}")
     lines = [
         f"relayd: {os.path.abspath(config_path)} is valid (listen addresses not tried)",
         f"  hub:        id {config.hub.id!r}, secret from {secret_from}",
         f"  hub stream: {relay.grpc_listen} (relay.grpc_listen, {tls})",
         f"  webhooks:   {config.ingress.listen} (ingress.listen): POST /h/<endpoint id>",
-        f"  status:     {config.admin.listen} (admin.listen)",
+        f"  status:     {admin.listen} (admin.listen, {token})",
         f"  store:      {os.path.abspath(config.store.path)} (opened: {store_summary})",
     ]
     if config.endpoints:

@@ -2,9 +2,11 @@
 
 A `HubConnection` owns a nursery with four tasks: the **sender** (the only writer on
 the gRPC stream, fed by a bounded outbound channel), the **receiver** (acks go to the
-ack writer's channel), the heartbeat sender and the stale watchdog. `close` cancels the
-TCP connection's scope, which ends this nursery and closes the socket; nothing outside
-this connection is touched.
+ack writer's channel), the heartbeat sender and the stale watchdog. `end` cancels that
+nursery and ends the gRPC stream with a status (replaced: ABORTED; stale: UNAVAILABLE).
+A gRPC client multiplexes calls over one TCP connection, so the hub's next stream may
+share it: the TCP connection is closed only if no other stream uses it (see
+`relayd.transport.server.RpcStream`); nothing outside this stream is touched.
 
 Per-endpoint dispatch state (`relayd.edge.lane.Lane`) also lives here, so a replaced or
 stale connection takes its in-flight set with it.
@@ -19,13 +21,14 @@ from typing import Protocol
 
 import trio
 from google.protobuf.message import DecodeError
-from purerpc.grpclib.exceptions import InvalidArgumentError
+from purerpc.grpclib.exceptions import InvalidArgumentError, RpcFailedError
+from purerpc.grpclib.status import Status, StatusCode
 
 from relayd.common.batching import take_batch
 from relayd.common.heartbeat import StaleWatchdog, send_heartbeats
 from relayd.edge.lane import Lane
 from relayd.edge.store import AckRecord
-from relayd.transport.stream import MessageStream
+from relayd.transport.stream import MessageStream, StreamReset
 from relayd.wire import pb
 
 __all__ = ["HubConnection", "TransportControl"]
@@ -39,15 +42,16 @@ RECEIVE_BATCH_MAX = 256
 
 
 class TransportControl(Protocol):
-    """What a connection needs from its TCP connection: a way to tear it down."""
+    """What a hub stream needs from the transport under it (`RpcStream`)."""
 
     peer: str
 
-    def abort(self) -> None: ...
+    def close_connection_when_done(self) -> None:
+        """Once this stream has ended, close its TCP connection unless another uses it."""
 
 
 class HubConnection:
-    """An authenticated hub: send webhooks with `send`, end it with `close`."""
+    """An authenticated hub stream: send webhooks with `send`, end it with `end`."""
 
     def __init__(
         self,
@@ -55,7 +59,7 @@ class HubConnection:
         hub_id: str,
         endpoint_ids: frozenset[str] | None,
         capabilities: frozenset[str],
-        stream: MessageStream,
+        stream: MessageStream[pb.StreamRequest],
         transport: TransportControl,
         ack_sink: trio.MemorySendChannel[AckRecord],
         on_delivered: Callable[[], None] = lambda: None,
@@ -81,6 +85,8 @@ class HubConnection:
         self._outbound_send, self._outbound_receive = trio.open_memory_channel[bytes](
             buffer_size)
         self._watchdog = StaleWatchdog(stale_timeout, self._on_stale)
+        self._scope = trio.CancelScope()  # `end` cancels it, even before `run` entered it
+        self._end_status: Status | None = None
 
     def __repr__(self) -> str:
         return f"<HubConnection hub_id={self.hub_id} peer={self.peer}>"
@@ -113,28 +119,39 @@ class HubConnection:
         """
         await self._outbound_send.send(message)
 
-    def close(self, reason: str) -> None:
-        """End this connection now: cancel its tasks and close its TCP socket."""
-        if not self.close_reason:
-            self.close_reason = reason
-        self._transport.abort()
+    def end(self, reason: str, code: StatusCode = StatusCode.UNAVAILABLE) -> None:
+        """End this stream now: cancel its tasks; `run` raises ``code`` with ``reason``.
+
+        The hub hears ``reason`` as the grpc-message. The TCP connection under the stream
+        is closed after it unless another stream uses it (the hub's next one, on the same
+        channel). Only the first call counts.
+        """
+        if self._end_status is None:
+            self._end_status = Status(code, status_message=reason)
+            self.close_reason = self.close_reason or reason
+            self._transport.close_connection_when_done()
+        self._scope.cancel()
 
     async def run(self) -> None:
-        """Serve the stream until the hub leaves, a protocol error, or `close`.
+        """Serve the stream until the hub leaves, a protocol error, or `end`.
 
-        Raises an `RpcFailedError` for a protocol error the hub should hear about.
+        Raises an `RpcFailedError` for a protocol error the hub should hear about, and for
+        `end`.
         """
         try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self._watchdog.run)
-                nursery.start_soon(self._sender)
-                nursery.start_soon(send_heartbeats, self._send_message,
-                                   self._heartbeat_interval, pb.StreamResponse)
-                await self._receiver()
-                nursery.cancel_scope.cancel()
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self._watchdog.run)
+                    nursery.start_soon(self._sender)
+                    nursery.start_soon(send_heartbeats, self._send_message,
+                                       self._heartbeat_interval, pb.StreamResponse)
+                    await self._receiver()
+                    nursery.cancel_scope.cancel()
         finally:
             self._outbound_receive.close()
             self.closed.set()
+        if self._end_status is not None:
+            raise RpcFailedError(self._end_status)
 
     async def _send_message(self, message: pb.StreamResponse) -> None:
         await self.send(message.SerializeToString())
@@ -144,7 +161,14 @@ class HubConnection:
             async for first in self._outbound_receive:
                 # Whatever queued up while the last write ran goes out in one write.
                 batch = take_batch(first, self._outbound_receive, SEND_BATCH_MAX)
-                await self._stream.send_messages(batch)
+                try:
+                    await self._stream.send_messages(batch)
+                except StreamReset:
+                    # The hub cancelled its call; its channel (and TCP connection) may
+                    # carry its next stream, so only this stream ends.
+                    self.close_reason = self.close_reason or "hub reset the stream"
+                    self._scope.cancel()
+                    return
 
     async def _receiver(self) -> None:
         while True:
@@ -199,4 +223,4 @@ class HubConnection:
     def _on_stale(self) -> None:
         log.warning("hub connection stale: no message for the stale timeout hub_id=%s peer=%s",
                     self.hub_id, self.peer)
-        self.close("stale: no message from the hub within the stale timeout")
+        self.end("stale: no message from the hub within the stale timeout")

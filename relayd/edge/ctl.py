@@ -1,22 +1,32 @@
 """``relayctl status``: show what relayd is doing, for a person (or ``--json``).
 
 Finds the daemon through ``--admin URL`` (default ``http://127.0.0.1:8081``) or through
-``--config PATH`` (the daemon's own config; its ``[admin] listen``). Exits 0 when the
-daemon answered, 1 when it is unreachable or answered an error, 2 for bad usage (with
-no arguments at all it prints its help, and exits 2).
+``--config PATH`` (the daemon's own config; its ``[admin] listen``). Sends the admin token,
+if any, from ``--token-file PATH``, else ``RELAYD_ADMIN_TOKEN``, else the config's
+``[admin] token_file``. Exits 0 when the daemon answered, 1 when it is unreachable or
+answered an error, 2 for bad usage (with no arguments at all it prints its help, and
+exits 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from relayd.edge.config import AdminConfig, ConfigError, load_config
+from relayd.edge.config import (
+    ADMIN_TOKEN_ENV,
+    AdminConfig,
+    ConfigError,
+    load_config,
+    read_admin_token,
+)
 
 __all__ = ["main"]
 
@@ -27,7 +37,8 @@ TIMEOUT_SECONDS = 5.0
 
 def _admin_url(args: argparse.Namespace) -> str:
     if args.admin:
-        return args.admin.rstrip("/")
+        admin: str = args.admin
+        return admin.rstrip("/")
     if args.config:
         listen = load_config(args.config, load_secret=False).admin.listen
         if listen.port == 0:
@@ -37,6 +48,18 @@ def _admin_url(args: argparse.Namespace) -> str:
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{listen.port}"
     return DEFAULT_ADMIN
+
+
+def _auth_headers(args: argparse.Namespace) -> dict[str, str]:
+    """``Authorization: Bearer`` with the admin token, if one is given anywhere."""
+    if args.token_file:
+        # the explicit option wins over the environment: read the file alone
+        token = read_admin_token(Path(args.token_file), environ={}, file_key="--token-file")
+    else:
+        token_file = load_config(args.config, load_secret=False).admin.token_file \
+            if args.config else None
+        token = read_admin_token(token_file, environ=os.environ)
+    return {} if token is None else {"Authorization": f"Bearer {token.decode()}"}
 
 
 def _human(doc: dict[str, Any]) -> str:
@@ -58,9 +81,12 @@ def _human(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-EPILOG = """\
+EPILOG = f"""\
 commands:
   status  what relayd is doing: the hub connection and the webhook queue
+
+environment:
+  {ADMIN_TOKEN_ENV}  the admin token, when --token-file is not given
 
 exit codes:
   0  relayd answered
@@ -83,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
                              "admin.listen)")
     parser.add_argument("--json", action="store_true",
                         help="print the raw status JSON (default: a summary for a person)")
+    parser.add_argument("--token-file", metavar="PATH",
+                        help=f"file holding the admin token (default: {ADMIN_TOKEN_ENV}, "
+                             "else [admin] token_file of --config)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('relayd')}")
     return parser
 
@@ -96,16 +125,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         base = _admin_url(args)
+        headers = _auth_headers(args)
     except ConfigError as exc:
         print(f"relayctl: configuration error: {exc}", file=sys.stderr)
         return 2
     url = f"{base}/api/status"
     try:
-        response = httpx.get(url, timeout=TIMEOUT_SECONDS)
+        response = httpx.get(url, headers=headers, timeout=TIMEOUT_SECONDS)
         response.raise_for_status()
         doc = response.json()
     except httpx.HTTPStatusError as exc:
         print(f"relayctl: relayd at {base} answered {exc.response.status_code}", file=sys.stderr)
+        if exc.response.status_code == 401:
+            print("relayctl: the admin listener wants a token: --token-file PATH, "
+                  "RELAYD_ADMIN_TOKEN, or --config with [admin] token_file", file=sys.stderr)
         return 1
     except (httpx.HTTPError, json.JSONDecodeError) as exc:
         print(f"relayctl: relayd is not reachable at {base} ({type(exc).__name__}: {exc})",

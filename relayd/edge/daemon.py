@@ -20,14 +20,16 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
 from relayd.common import systemd
 from relayd.common.tls import server_context
 from relayd.edge.ack_writer import AckWriter
-from relayd.edge.admin import AdminApp
+from relayd.edge.admin import AdminContext, build_admin_app
 from relayd.edge.auth import Authenticator
 from relayd.edge.config import Config, ListenAddress
 from relayd.edge.dispatcher import Dispatcher
@@ -44,6 +46,9 @@ from relayd.transport.server import GrpcServer
 __all__ = ["Addresses", "Relayd"]
 
 log = logging.getLogger(__name__)
+
+# The admin listener is on loopback and polled by relayctl or a dashboard: a few suffice.
+ADMIN_MAX_CONNECTIONS = 64
 
 
 @dataclass(frozen=True)
@@ -112,13 +117,15 @@ class Relayd:
                     endpoint_ids=[ep.id for ep in cfg.endpoints], guard=guard,
                 )
                 # Twice the connect timeout: the stream handler answers a late or bad
-                # ConnectRequest first, then the unauthenticated socket is closed.
+                # ConnectRequest first, then the unauthenticated stream (and a socket on
+                # which none ever authenticated) is closed. A socket the hub left without
+                # a stream is as silent as a stale one.
                 tls = None
                 if relay.tls_cert is not None and relay.tls_key is not None:
                     tls = server_context(relay.tls_cert, relay.tls_key)
                 grpc = self.grpc_server = GrpcServer(
                     relay.grpc_listen, handler, unauthenticated_timeout=2 * relay.connect_timeout,
-                    guard=guard, ssl_context=tls,
+                    idle_timeout=relay.stale_timeout, guard=guard, ssl_context=tls,
                 )
 
                 await root.start(guard.run)
@@ -173,22 +180,31 @@ class Relayd:
                             "what was not written stays pending", relay.shutdown_grace, stage)
         log.info("relayd stopped after %.2fs of shutdown", time.monotonic() - started)
 
+    def _wake_dispatcher(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+
     async def _serve_admin(self, *, task_status: trio.TaskStatus[ListenAddress]) -> None:
         assert self.store is not None
-        await serve_http(AdminApp(self.store, self.manager), self.config.admin.listen,
+        app = build_admin_app(AdminContext(self.config, self.store, self.manager,
+                                            wake_dispatcher=self._wake_dispatcher))
+        await serve_http(app, self.config.admin.listen,
                          name="admin", shutdown_trigger=trio.sleep_forever,
-                         graceful_seconds=0.5, task_status=task_status)
+                         graceful_seconds=0.5, max_connections=ADMIN_MAX_CONNECTIONS,
+                         task_status=task_status)
 
     async def _serve_ingress(self, batcher: IngestBatcher, done: trio.Event, *,
                              task_status: trio.TaskStatus[ListenAddress]) -> None:
         cfg = self.config
         app = IngressApp(cfg.endpoints, batcher, max_body_bytes=cfg.ingress.max_body_bytes,
+                         max_inflight_bytes=cfg.ingress.max_inflight_bytes,
                          body_timeout=cfg.ingress.read_timeout)
         try:
             await serve_http(app, cfg.ingress.listen, name="ingress",
                              shutdown_trigger=self._ingress_stop.wait,
                              # no grace of its own: the stop deadline in `run` bounds it
                              graceful_seconds=math.inf,
+                             max_connections=cfg.ingress.max_connections,
                              read_timeout=cfg.ingress.read_timeout,
                              keep_alive_timeout=cfg.ingress.header_timeout,
                              task_status=task_status)
@@ -202,13 +218,19 @@ class Relayd:
                         "endpoint=%s count=%d", endpoint_id, count)
 
 
-async def _start_tracked(nursery: trio.Nursery, fn: object) -> trio.Event:
+class _Component(Protocol):
+    """A component's ``run``: ready once it calls ``task_status.started()``."""
+
+    def __call__(self, *, task_status: trio.TaskStatus[None]) -> Awaitable[None]: ...
+
+
+async def _start_tracked(nursery: trio.Nursery, fn: _Component) -> trio.Event:
     """Start ``fn`` (a ``run``-style component) and return an event set when it returns."""
     done = trio.Event()
 
     async def tracked(*, task_status: trio.TaskStatus[None]) -> None:
         try:
-            await fn(task_status=task_status)  # type: ignore[operator]
+            await fn(task_status=task_status)
         finally:
             done.set()
 
@@ -216,7 +238,7 @@ async def _start_tracked(nursery: trio.Nursery, fn: object) -> trio.Event:
     return done
 
 
-async def _run_in_scope(scope: trio.CancelScope, fn: object, *,
+async def _run_in_scope(scope: trio.CancelScope, fn: _Component, *,
                         task_status: trio.TaskStatus[None]) -> None:
     with scope:
-        await fn(task_status=task_status)  # type: ignore[operator]
+        await fn(task_status=task_status)

@@ -54,13 +54,19 @@ EXPIRY_SWEEP_SECONDS = 60.0
 STORAGE_RETRY_INITIAL_SECONDS = 0.1
 STORAGE_RETRY_MAX_SECONDS = 5.0
 
+# Webhooks of one endpoint in flight for a hub without ``ordered-pipeline``: one at a time
+# is the only way such a hub receives them in order.
+UNORDERED_WINDOW = 1
+
 T = TypeVar("T")
 
 
 def envelope_bytes(webhook: StoredWebhook, destination_url: str) -> bytes:
     """The serialized ``StreamResponse{webhook}`` that delivers ``webhook`` to the hub."""
     head = webhook.envelope_head or envelope_head(
-        webhook.id, webhook.endpoint_id, webhook.received_at, webhook.headers)
+        webhook.id, webhook.endpoint_id, webhook.received_at, webhook.headers,
+        method=webhook.method, path=webhook.path, query=webhook.query,
+        remote_addr=webhook.remote_addr)
     return stream_response(head, webhook.body, destination_url, webhook.attempts + 1)
 
 
@@ -73,9 +79,9 @@ class Dispatcher:
         manager: ConnectionManager,
         endpoints: Sequence[Endpoint],
         *,
-        window: int = 1,
-        pipeline_window: int = 256,
-        poll_interval: float = 1.0,
+        pipeline_window: int,
+        poll_interval: float,
+        window: int = UNORDERED_WINDOW,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store

@@ -3,7 +3,9 @@
 The first hub message must be a ConnectRequest, within ``connect_timeout``. A failed
 attempt is answered ``ConnectResponse{success:false, error}`` and ends the RPC with
 UNAUTHENTICATED; it never touches the connected hub. A good one is answered
-``success:true``, replaces any current hub, and runs until it ends.
+``success:true``, replaces any current hub, and runs until it ends. Each stream is judged
+on its own: one on a TCP connection where an earlier stream authenticated gets the same
+deadline (`RpcStream`, lifted once it is answered ``success:true``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from relayd.edge.connection import HubConnection
 from relayd.edge.manager import ConnectionManager
 from relayd.edge.store import AckRecord
 from relayd.transport.guard import PeerGuard
-from relayd.transport.server import TcpConnection
+from relayd.transport.server import RpcStream
 from relayd.transport.stream import BatchStream
 from relayd.wire import pb
 
@@ -63,7 +65,7 @@ class RelayStreamHandler:
         self._endpoint_ids = frozenset(endpoint_ids)
         self._clock = clock
 
-    async def __call__(self, stream: _RawStream, transport: TcpConnection) -> None:
+    async def __call__(self, stream: _RawStream, transport: RpcStream) -> None:
         request = await self._receive_connect(stream, transport)
         if request is None:
             return
@@ -80,7 +82,7 @@ class RelayStreamHandler:
             hub_id=hub_id,
             endpoint_ids=endpoint_ids,
             capabilities=frozenset(request.capabilities),
-            stream=BatchStream(stream),  # type: ignore[arg-type]
+            stream=BatchStream(stream),
             transport=transport,
             ack_sink=self._ack_sink,
             on_delivered=self._on_delivered,
@@ -88,17 +90,17 @@ class RelayStreamHandler:
             heartbeat_interval=self._relay.heartbeat_interval,
             stale_timeout=self._relay.stale_timeout,
         )
-        transport.authenticated()
         await stream.send_message(
             pb.StreamResponse(connect_response=pb.ConnectResponse(success=True))
         )
+        transport.authenticated()
         self._manager.attach(conn)
         try:
             await conn.run()
         finally:
             self._manager.detach(conn)
 
-    async def _receive_connect(self, stream: _RawStream, transport: TcpConnection
+    async def _receive_connect(self, stream: _RawStream, transport: RpcStream
                                ) -> pb.ConnectRequest | None:
         with trio.move_on_after(self._relay.connect_timeout):
             try:
@@ -112,7 +114,7 @@ class RelayStreamHandler:
             return first.connect
         await self._reject(stream, transport, "no ConnectRequest within the connect timeout")
 
-    async def _reject(self, stream: _RawStream, transport: TcpConnection, reason: str,
+    async def _reject(self, stream: _RawStream, transport: RpcStream, reason: str,
                       hub_id: str = "") -> NoReturn:
         self._guard.failure(transport.host, "auth", "hub authentication failed hub_id=%.64r "
                             "peer=%s reason=%s", hub_id, transport.peer, reason)

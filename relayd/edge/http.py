@@ -1,32 +1,36 @@
-"""Serving small ASGI apps with hypercorn on trio, and the bits of ASGI they share."""
+"""Serving small ASGI apps with hypercorn on trio, and the bits of ASGI they share.
+
+relayd runs the accept loop itself (`relayd.edge.bounded`: trio's ``serve_listeners``
+with a cap on open connections) and lets hypercorn speak HTTP on each accepted
+connection (`relayd.edge._hypercorn`); hypercorn's own ``serve`` accepts without limit.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
-from relayd.edge.config import ListenAddress
+from relayd.edge._hypercorn import HypercornConnections
+from relayd.edge.bounded import serve_bounded
+from relayd.edge.config import IngressConfig, ListenAddress
 
 __all__ = ["Receive", "Scope", "Send", "handle_lifespan", "send_json", "serve_http"]
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+# The ASGI callables' types (as the spec and Starlette write them)
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-# Idle keep-alive connections, and requests whose headers are still incomplete (hypercorn's
-# idle timer runs until the headers are parsed: slow headers), are closed after this long.
-KEEP_ALIVE_SECONDS = 5.0
 # Pending TCP connections the kernel queues before relayd accepts them (hypercorn's default
-# of 100 resets connections during a burst of webhooks).
+# of 100 resets connections during a burst of webhooks); connections over the listener's
+# max_connections wait here too.
 LISTEN_BACKLOG = 1024
-# A request whose headers or body stall for this long is dropped (slow clients).
-READ_TIMEOUT_SECONDS = 30.0
 
 
 async def serve_http(
@@ -36,33 +40,53 @@ async def serve_http(
     name: str,
     shutdown_trigger: Callable[[], Awaitable[None]],
     graceful_seconds: float,
-    read_timeout: float = READ_TIMEOUT_SECONDS,
-    keep_alive_timeout: float = KEEP_ALIVE_SECONDS,
+    max_connections: int = IngressConfig.max_connections,
+    read_timeout: float = IngressConfig.read_timeout,
+    # idle keep-alive connections, and requests whose headers are still incomplete
+    # (hypercorn's idle timer runs until the headers are parsed), are closed after this
+    keep_alive_timeout: float = IngressConfig.header_timeout,
     task_status: trio.TaskStatus[ListenAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run ``app`` on ``listen`` until ``shutdown_trigger`` returns; report the bound address."""
+    """Run ``app`` on ``listen`` until ``shutdown_trigger`` returns; report the bound address.
+
+    At most ``max_connections`` connections are open at once; beyond that, new ones wait
+    in the listen backlog. On shutdown the listener closes at once, idle connections
+    close, and requests in progress get ``graceful_seconds`` to finish before they are
+    cancelled.
+    """
     config = HypercornConfig()
     config.bind = [str(listen)]
     config.accesslog = None
     config.errorlog = logging.getLogger(f"relayd.{name}")
     config.keep_alive_timeout = keep_alive_timeout
-    config.backlog = LISTEN_BACKLOG
     config.read_timeout = read_timeout  # type: ignore[assignment]
-    config.graceful_timeout = graceful_seconds
     config.include_server_header = False
-
-    async def run_server(*, task_status: trio.TaskStatus[list[str]]) -> None:
-        await serve(app, config, shutdown_trigger=shutdown_trigger,  # type: ignore[arg-type]
-                    task_status=task_status)
-
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(run_server)
-        host_port = binds[0].split("://", 1)[1]
-        task_status.started(ListenAddress(listen.host, int(host_port.rsplit(":", 1)[1])))
+    # hypercorn's socket set-up, so the address means what it meant (e.g. "[::]" is
+    # dual-stack); plain HTTP only: no TLS configured, so no secure or QUIC sockets
+    listeners: list[trio.SocketListener] = []
+    for sock in config.create_sockets().insecure_sockets:
+        sock.listen(LISTEN_BACKLOG)
+        listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+    try:
+        connections = HypercornConnections(app, config, name)
+        bound = ListenAddress(listen.host, int(listeners[0].socket.getsockname()[1]))
+        async with trio.open_nursery() as connection_nursery:
+            async with trio.open_nursery() as accept_nursery:
+                await accept_nursery.start(partial(serve_bounded, connections.serve, listeners,
+                                                   max_connections=max_connections,
+                                                   handler_nursery=connection_nursery))
+                task_status.started(bound)
+                await shutdown_trigger()
+                accept_nursery.cancel_scope.cancel()  # new connections are refused from now
+            await connections.stop_idle()
+            connection_nursery.cancel_scope.deadline = trio.current_time() + graceful_seconds
+    finally:
+        for listener in listeners:  # (serve_bounded closes them too: closing twice is fine)
+            await trio.aclose_forcefully(listener)
 
 
 async def handle_lifespan(receive: Receive, send: Send) -> None:
-    """Answer the ASGI lifespan protocol (hypercorn 0.17 needs it answered)."""
+    """Answer the ASGI lifespan protocol, for ASGI servers that run it (`serve_http` does not)."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":

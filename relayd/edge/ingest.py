@@ -21,7 +21,8 @@ __all__ = ["IngestBatcher", "StorageUnavailable"]
 
 log = logging.getLogger(__name__)
 
-# Webhooks waiting for the next commit; a full queue makes new requests wait.
+# Webhooks waiting for the next commit; a full queue makes new requests wait. (Their
+# bodies' bytes are bounded by ingress.max_inflight_bytes: see relayd.edge.ingress.)
 QUEUE_SIZE = 1024
 # Most webhooks committed in one transaction.
 MAX_BATCH = 256

@@ -31,6 +31,7 @@ from relayd.hub.probe import HANDSHAKE_ERRORS, NOT_RELAYD, not_relayd
 from relayd.hub.recent import RecentIds
 from relayd.hub.session import HubSession
 from relayd.transport.client import open_relay_stream
+from relayd.transport.stream import MessageStream
 from relayd.wire import ORDERED_PIPELINE, pb
 
 __all__ = ["CONNECTION_ERRORS", "Rejected", "RelayHub", "authenticate"]
@@ -61,17 +62,18 @@ class Rejected(Exception):
     """The edge refused the ConnectRequest; ``args[0]`` is its reason."""
 
 
-async def authenticate(stream: object, config: HubConfig, timestamp: int) -> None:
+async def authenticate(stream: MessageStream[pb.StreamResponse], config: HubConfig,
+                       timestamp: int) -> None:
     """Send the ConnectRequest and wait for a successful ConnectResponse."""
     hub = config.hub
-    await stream.send_message(pb.StreamRequest(connect=pb.ConnectRequest(  # type: ignore[attr-defined]
+    await stream.send_message(pb.StreamRequest(connect=pb.ConnectRequest(
         hub_id=hub.id, timestamp=timestamp, signature=sign(hub.secret, hub.id, timestamp),
         endpoint_ids=list(hub.endpoint_ids), capabilities=list(CAPABILITIES),
     )))
     with trio.fail_after(hub.connect_timeout):
-        message = await stream.receive_message()  # type: ignore[attr-defined]
+        message = await stream.receive_message()
     if message is None:
-        status = getattr(stream.end_stream_event, "status", None)  # type: ignore[attr-defined]
+        status = getattr(stream.end_stream_event, "status", None)
         raise Rejected(status.status_message if status is not None else "stream ended")
     if message.WhichOneof("message") != "connect_response":
         raise Rejected(f"edge sent {message.WhichOneof('message')} before ConnectResponse")

@@ -10,7 +10,7 @@ __all__ = ["RecentIds"]
 class RecentIds:
     """The last ``capacity`` ids added; the oldest is forgotten first."""
 
-    def __init__(self, capacity: int = 10_000) -> None:
+    def __init__(self, capacity: int) -> None:
         self._capacity = capacity
         self._ids: OrderedDict[str, None] = OrderedDict()
 

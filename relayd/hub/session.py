@@ -23,6 +23,7 @@ from relayd.common.heartbeat import StaleWatchdog, send_heartbeats
 from relayd.hub.config import HubSettings
 from relayd.hub.delivery import DeliveryResult, deliver
 from relayd.hub.recent import RecentIds
+from relayd.transport.stream import MessageStream
 from relayd.wire import SKIPPED_ERROR, pb
 
 __all__ = ["HubSession"]
@@ -38,8 +39,8 @@ LANE_BUFFER = 1024
 class HubSession:
     """Serves one authenticated stream until the edge ends it, it goes stale, or a stop."""
 
-    def __init__(self, stream: object, settings: HubSettings, destinations: Mapping[str, str],
-                 client: httpx.AsyncClient, recent: RecentIds,
+    def __init__(self, stream: MessageStream[pb.StreamResponse], settings: HubSettings,
+                 destinations: Mapping[str, str], client: httpx.AsyncClient, recent: RecentIds,
                  limiter: trio.CapacityLimiter) -> None:
         self._stream = stream
         self._settings = settings
@@ -71,9 +72,9 @@ class HubSession:
 
     async def _receiver(self) -> None:
         while True:
-            message = await self._stream.receive_message()  # type: ignore[attr-defined]
+            message = await self._stream.receive_message()
             if message is None:
-                event = self._stream.end_stream_event  # type: ignore[attr-defined]
+                event = self._stream.end_stream_event
                 status = getattr(event, "status", None)
                 self.end_reason = self.end_reason or (
                     f"edge ended the stream: {status.status_message or status.status_code.name}"
@@ -130,8 +131,9 @@ class HubSession:
         self.in_progress.value += 1
         try:
             async with self._limiter:
-                result = await deliver(self._client, url, envelope,
-                                       self._settings.delivery_timeout)
+                result = await deliver(
+                    self._client, url, envelope, self._settings.delivery_timeout,
+                    add_forwarded_for=self._settings.add_forwarded_for)
         finally:
             self.in_progress.value -= 1
         self._log(envelope, result)
@@ -152,7 +154,7 @@ class HubSession:
                 async for first in self._outbound_receive:
                     # acks that queued up while the last write ran go out in one write
                     batch = take_batch(first, self._outbound_receive, OUTBOUND_BUFFER)
-                    await self._stream.send_messages(batch)  # type: ignore[attr-defined]
+                    await self._stream.send_messages(batch)
         finally:
             self._sender_done.set()
 
@@ -170,7 +172,7 @@ class HubSession:
             self._heartbeat_scope.cancel()
             self._outbound_send.close()  # the sender flushes the queued acks, then ends
             await self._sender_done.wait()
-            await self._stream.close()  # type: ignore[attr-defined]
+            await self._stream.close()
         if scope.cancelled_caught:
             log.warning("shutdown grace of %.1fs over with %d deliveries in progress", grace,
                         self.in_progress.value)

@@ -17,7 +17,9 @@ shared/notes/stack.md), so the transport reaches into it here and nowhere else:
   ``stream._start_stream_event`` / ``_end_stream_event`` and the connection's flow control;
 - `ServerSocket._listen` also uses ``_socket``, ``_grpc_connection``, ``_streams``,
   ``_allocate_stream``, ``_receive_buffer_size``, ``stream._set_flow_control_update`` and
-  ``stream._close_remote``.
+  ``stream._close_remote``;
+- `close_stream` looks at the stream's h2 state through ``stream._grpc_connection``;
+  `forget_stream` removes a stream from ``stream._grpc_socket._streams``.
 
 `PURERPC_VERSION` and `REPLACED_SOURCE_SHA256` record what these were written against;
 ``tests/test_purerpc_guard.py`` fails when the installed purerpc differs, so an upgrade
@@ -29,6 +31,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 import anyio
+import h2.exceptions
 from google.protobuf.message import Message
 from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
 from purerpc.grpclib.buffers import MessageWriteBuffer
@@ -39,6 +42,7 @@ from purerpc.grpclib.events import (
     ResponseEnded,
     WindowUpdated,
 )
+from purerpc.grpclib.status import Status
 
 __all__ = [
     "MAX_OUTBOUND_MESSAGE",
@@ -46,6 +50,8 @@ __all__ = [
     "REPLACED_SOURCE_SHA256",
     "ClientSocket",
     "ServerSocket",
+    "close_stream",
+    "forget_stream",
     "receive_messages",
     "send_messages",
 ]
@@ -79,9 +85,12 @@ class ServerSocket(GRPCProtoSocket):
     streams' event channels are unbounded, so ``send_nowait`` is equivalent without the
     round trip: a whole ``recv()`` worth of events is queued at once and the stream
     handler takes them as a batch (`receive_messages`).
+
+    Events for a stream no longer in the table (`forget_stream`: its handler is done) are
+    dropped, their flow-control credit returned so the connection's other streams go on.
     """
 
-    async def _listen(self) -> AsyncIterator[GRPCProtoStream]:  # type: ignore[override]
+    async def _listen(self) -> AsyncIterator[GRPCProtoStream]:
         while True:
             try:
                 data = await self._socket.recv(self._receive_buffer_size)
@@ -99,7 +108,12 @@ class ServerSocket(GRPCProtoSocket):
                     continue
                 if isinstance(event, RequestReceived):
                     self._allocate_stream(event.stream_id)
-                stream = self._streams[event.stream_id]
+                stream = self._streams.get(event.stream_id)
+                if stream is None:  # forgotten: nobody reads it any more
+                    if isinstance(event, MessageReceived):
+                        self._grpc_connection.acknowledge_received_data(
+                            event.stream_id, event.flow_controlled_length)
+                    continue
                 stream._incoming_events[0].send_nowait(event)
                 if isinstance(event, RequestReceived):
                     yield stream
@@ -171,3 +185,28 @@ async def receive_messages(stream: GRPCProtoStream, max_items: int) -> tuple[lis
             stream._grpc_connection.acknowledge_received_data(stream.stream_id, credit)
             await stream._socket.flush()
     return messages, ended
+
+
+async def close_stream(stream: GRPCProtoStream, status: Status) -> None:
+    """End a server stream with ``status`` (the trailers).
+
+    Raises `h2.exceptions.StreamClosedError` if the peer reset the stream. purerpc ignores
+    RST_STREAM and its ``close`` sends the trailers with h2's ``send_headers``, which on a
+    stream h2 has already forgotten tries to open a new one and fails with an error that
+    is not about the stream (e.g. TooManyStreamsError against a grpcio client).
+    """
+    h2_stream = stream._grpc_connection.h2_connection.streams.get(stream.stream_id)
+    if h2_stream is None or h2_stream.closed:
+        raise h2.exceptions.StreamClosedError(stream.stream_id)
+    await stream.close(status)
+
+
+def forget_stream(stream: GRPCProtoStream) -> None:
+    """Drop a server stream whose handler is done from its connection's table.
+
+    purerpc forgets a stream only when both sides ended it normally; one the peer reset,
+    or one relayd ended first (a replaced hub stream), would stay, with whatever the peer
+    still sends on it, as long as the connection lives. `ServerSocket._listen` drops what
+    comes for it later.
+    """
+    stream._grpc_socket._streams.pop(stream.stream_id, None)

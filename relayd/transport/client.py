@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import anyio.abc
 from purerpc.grpclib.config import GRPCConfiguration
 
 from relayd.transport import _purerpc
@@ -27,17 +28,21 @@ ConnectionLost = anyio.EndOfStream
 
 @asynccontextmanager
 async def open_relay_stream(host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
-                            connect_timeout: float = 10.0, local_host: str | None = None
-                            ) -> AsyncIterator[BatchStream]:
+                            connect_timeout: float, local_host: str | None = None
+                            ) -> AsyncIterator[BatchStream[pb.StreamResponse]]:
     """Connect to relayd and open ``/relay.v1.RelayService/Stream``.
 
     Yields the stream (`BatchStream`). On exit the TCP connection is closed, whether or
     not the stream was ended.
     """
+    sock: anyio.abc.ByteStream
     with anyio.fail_after(connect_timeout):
-        sock = await anyio.connect_tcp(host, port, ssl_context=ssl_context,
-                                       tls=ssl_context is not None,
-                                       tls_standard_compatible=False, local_host=local_host)
+        # two calls, because anyio's overloads tell TLS from plain TCP by the arguments given
+        if ssl_context is None:
+            sock = await anyio.connect_tcp(host, port, local_host=local_host)
+        else:
+            sock = await anyio.connect_tcp(host, port, ssl_context=ssl_context,
+                                           tls_standard_compatible=False, local_host=local_host)
     try:
         config = GRPCConfiguration(client_side=True)
         async with _purerpc.ClientSocket(config, sock) as grpc_socket:

@@ -20,9 +20,8 @@ __all__ = ["PeerGuard"]
 
 log = logging.getLogger(__name__)
 
-# Length of an accounting interval, and failures per peer in one that get it refused.
+# Length of an accounting interval (failures per peer are counted per interval).
 INTERVAL_SECONDS = 10.0
-FAILURES_PER_INTERVAL = 30
 
 
 @dataclass
@@ -37,7 +36,7 @@ class PeerGuard:
     """Admission control and rate-limited failure logging per peer host."""
 
     def __init__(self, *, max_connections: int, max_per_peer: int,
-                 failures_per_interval: int = FAILURES_PER_INTERVAL,
+                 failures_per_interval: int,
                  interval: float = INTERVAL_SECONDS) -> None:
         self._max_connections = max_connections
         self._max_per_peer = max_per_peer

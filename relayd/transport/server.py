@@ -7,7 +7,10 @@ protocol layer (through `relayd.transport._purerpc`):
 
 - each TCP connection runs inside its own cancel scope (`TcpConnection.abort`), and its
   socket is force-closed when it ends, however it ends;
-- each HTTP/2 stream is routed by path; only ``/relay.v1.RelayService/Stream`` exists;
+- each HTTP/2 stream is routed by path; only ``/relay.v1.RelayService/Stream`` exists.
+  gRPC clients multiplex calls over one TCP connection, so a stream ends on its own
+  (`RpcStream`: a deadline to authenticate, a status, a reset by the peer) without ending
+  the others on its connection;
 - the accept loop waits out a lack of file descriptors or kernel memory instead of
   ending (as trio's ``serve_listeners`` does; anyio's ``Listener.serve`` does not);
 - a connection's error stays inside that connection; limits per peer and in total, and
@@ -42,15 +45,19 @@ from relayd.common.runner import describe, leaves
 from relayd.common.tomlconfig import ListenAddress
 from relayd.transport import _purerpc
 from relayd.transport.guard import PeerGuard
+from relayd.transport.stream import StreamReset
 from relayd.wire import METHOD_NAME, SERVICE_NAME, pb
 
-__all__ = ["GrpcServer", "StreamHandler", "TcpConnection"]
+__all__ = ["GrpcServer", "RpcStream", "StreamHandler", "TcpConnection"]
 
 log = logging.getLogger(__name__)
 
 # Largest message relayd accepts from a hub (its messages are far smaller).
 MAX_INBOUND_MESSAGE = 1024 * 1024
 
+# Longest wait, when relayd closes a connection, for what is queued on it to be written
+# (the last stream's status): a peer that does not read does not keep the socket.
+CLOSE_WRITE_SECONDS = 1.0
 # accept(2) errors that mean the process or the system is out of file descriptors or
 # kernel memory, not that the listener is broken (trio's ``ACCEPT_CAPACITY_ERRNOS``).
 # New connections wait in the kernel's backlog until some are freed.
@@ -94,25 +101,94 @@ PEER_ERRORS: tuple[type[Exception], ...] = (
 
 
 class TcpConnection:
-    """One accepted TCP connection; `abort` ends it and closes its socket.
+    """One accepted TCP connection and the streams on it; `close` or `abort` ends it.
 
-    Until `authenticated` is called the connection has a deadline: a peer that opens
-    TCP and never completes a ConnectRequest does not keep a socket forever.
+    Until a stream on it authenticates, the connection has a deadline: a peer that opens
+    TCP and never completes a ConnectRequest does not keep a socket forever. After that
+    it lives while a stream uses it; with none left it is closed ``idle_timeout`` later
+    (a gRPC client keeps its channel between calls, but not a silent one forever). It is
+    closed at once when its last stream ends with `RpcStream.close_connection_when_done`.
+    However it ends, its socket is closed.
     """
 
-    def __init__(self, host: str, peer: str, unauthenticated_deadline: float) -> None:
+    def __init__(self, host: str, peer: str, *, unauthenticated_deadline: float,
+                 idle_timeout: float) -> None:
         self.host = host
         self.peer = peer
         self.scope = trio.CancelScope(deadline=unauthenticated_deadline)
+        # Serving streams, inside `scope`: `close` ends it and leaves the writes queued.
+        self.serve_scope = trio.CancelScope()
+        self.streams: set[RpcStream] = set()
+        self.was_authenticated = False
+        self.ended_by_relayd = False  # `close` or `abort`, not a deadline
+        self._idle_timeout = idle_timeout
+
+    def close(self) -> None:
+        """End the connection once what is queued for it (a stream's status) is written.
+
+        purerpc writes from a task of its own, which `abort` would cancel; the wait for
+        it is bounded by `CLOSE_WRITE_SECONDS`.
+        """
+        self.ended_by_relayd = True
+        self.scope.deadline = min(self.scope.deadline,
+                                  trio.current_time() + CLOSE_WRITE_SECONDS)
+        self.serve_scope.cancel()
+
+    def abort(self) -> None:
+        """End the connection now; nothing more is written."""
+        self.ended_by_relayd = True
+        self.scope.cancel()
+
+    def _stream_started(self, stream: RpcStream) -> None:
+        self.streams.add(stream)
+        if self.was_authenticated and not self.ended_by_relayd:
+            self.scope.deadline = math.inf  # in use again (the stream has its own deadline)
+
+    def _stream_authenticated(self) -> None:
+        self.was_authenticated = True
+        if not self.ended_by_relayd:
+            self.scope.deadline = math.inf
+
+    def _stream_ended(self, stream: RpcStream) -> None:
+        self.streams.discard(stream)
+        if self.streams or self.ended_by_relayd:
+            return
+        if stream.closes_connection:
+            self.close()
+        elif self.was_authenticated:
+            self.scope.deadline = trio.current_time() + self._idle_timeout
+
+
+class RpcStream:
+    """One Stream RPC on a `TcpConnection`, as its handler sees it.
+
+    Until `authenticated` the stream has a deadline (the same length as the connection's):
+    the ConnectRequest, and the answer to it, are bounded per stream, also on a
+    connection where an earlier stream authenticated. When it passes, the stream is
+    closed with UNAUTHENTICATED; the connection and its other streams go on.
+    """
+
+    def __init__(self, connection: TcpConnection, unauthenticated_deadline: float) -> None:
+        self.connection = connection
+        self.host = connection.host
+        self.peer = connection.peer
+        self.scope = trio.CancelScope(deadline=unauthenticated_deadline)
+        self.closes_connection = False
 
     def authenticated(self) -> None:
         self.scope.deadline = math.inf
+        self.connection._stream_authenticated()
 
-    def abort(self) -> None:
-        self.scope.cancel()
+    def close_connection_when_done(self) -> None:
+        """Once this stream has ended, close its TCP connection unless another stream uses it.
+
+        For a stream ended because its peer moved on or went silent: a hub that opened its
+        new stream on the same channel keeps the connection; one that left frees its socket.
+        """
+        self.closes_connection = True
 
 
-StreamHandler = Callable[[GRPCProtoStream, TcpConnection], Awaitable[None]]
+StreamHandler = Callable[[GRPCProtoStream, RpcStream], Awaitable[None]]
 
 
 def _peer(stream: anyio.abc.SocketStream) -> tuple[str, str]:
@@ -131,10 +207,11 @@ class GrpcServer:
     """Serves the relay service on ``listen``; `run` reports the bound address."""
 
     def __init__(self, listen: ListenAddress, handler: StreamHandler, *,
-                 unauthenticated_timeout: float, guard: PeerGuard,
+                 unauthenticated_timeout: float, idle_timeout: float, guard: PeerGuard,
                  ssl_context: ssl.SSLContext | None = None) -> None:
         self._listen = listen
         self._unauthenticated_timeout = unauthenticated_timeout
+        self._idle_timeout = idle_timeout
         self._handler = handler
         self._guard = guard
         self._ssl_context = ssl_context
@@ -197,7 +274,10 @@ class GrpcServer:
         if not self._guard.admit(host):
             await anyio.aclose_forcefully(sock)
             return
-        conn = TcpConnection(host, peer, trio.current_time() + self._unauthenticated_timeout)
+        conn = TcpConnection(
+            host, peer,
+            unauthenticated_deadline=trio.current_time() + self._unauthenticated_timeout,
+            idle_timeout=self._idle_timeout)
         self.connections.add(conn)
         try:
             with conn.scope:
@@ -210,9 +290,13 @@ class GrpcServer:
                 log.exception("grpc connection closed by an internal error (not the peer's "
                               "fault) peer=%s", peer)
         else:
-            if conn.scope.cancelled_caught and conn.scope.deadline != math.inf:
-                self._guard.failure(host, "unauthenticated", "grpc connection closed: not "
-                                    "authenticated in time peer=%s", peer)
+            if conn.scope.cancelled_caught and not conn.ended_by_relayd:  # a deadline
+                if conn.was_authenticated:
+                    log.info("grpc connection closed: no stream for %gs peer=%s",
+                             self._idle_timeout, peer)
+                else:
+                    self._guard.failure(host, "unauthenticated", "grpc connection closed: not "
+                                        "authenticated in time peer=%s", peer)
         finally:
             self.connections.discard(conn)
             self._guard.closed(host)
@@ -228,46 +312,69 @@ class GrpcServer:
                 # inside the connection's deadline: a stalled handshake is cut too
                 stream = await TLSStream.wrap(sock, ssl_context=self._ssl_context,
                                               standard_compatible=False)
-            async with _purerpc.ServerSocket(self._config, stream) as grpc_socket, \
-                    trio.open_nursery() as nursery:
-                try:
-                    async for grpc_stream in grpc_socket.listen():
-                        nursery.start_soon(self._serve_stream, grpc_stream, conn)
-                except PEER_ERRORS:
-                    raise
-                except Exception as exc:  # from purerpc's parser: see MalformedInput
-                    raise MalformedInput(describe(exc)) from exc
-                # The peer closed the TCP connection. purerpc does not tell the
-                # streams, which would wait for messages forever: end them here.
-                nursery.cancel_scope.cancel()
+            # Leaving the ServerSocket (not cancelled) writes what is still queued.
+            async with _purerpc.ServerSocket(self._config, stream) as grpc_socket:
+                with conn.serve_scope:
+                    async with trio.open_nursery() as nursery:
+                        try:
+                            async for grpc_stream in grpc_socket.listen():
+                                nursery.start_soon(self._serve_stream, grpc_stream, conn)
+                        except PEER_ERRORS:
+                            raise
+                        except Exception as exc:  # from purerpc's parser: see MalformedInput
+                            raise MalformedInput(describe(exc)) from exc
+                        # The peer closed the TCP connection. purerpc does not tell the
+                        # streams, which would wait for messages forever: end them here.
+                        nursery.cancel_scope.cancel()
         finally:
             await anyio.aclose_forcefully(stream)
 
     async def _serve_stream(self, stream: GRPCProtoStream, conn: TcpConnection) -> None:
-        """Route one HTTP/2 stream; an RpcFailedError from the handler becomes its status.
+        """Serve one HTTP/2 stream; its end is its own, not its connection's.
 
-        Any other exception from the handler propagates: it ends the connection, and the
-        connection boundary decides whether it was the peer's doing or a bug.
+        The peer resetting the stream ends only that stream. Any other exception from the
+        handler (other than an RpcFailedError, which becomes the stream's status)
+        propagates: it ends the connection, and the connection boundary decides whether it
+        was the peer's doing or a bug.
         """
-        await stream.start_response()
-        event = await stream.receive_event()
-        if not isinstance(event, RequestReceived):
-            await stream.close(Status(StatusCode.INTERNAL, status_message="expected headers"))
-            return
-        if (event.service_name, event.method_name) != (SERVICE_NAME, METHOD_NAME):
-            await stream.close(Status(
-                StatusCode.UNIMPLEMENTED,
-                status_message=f"method {event.service_name}/{event.method_name} is not "
-                               f"implemented"[:200],
-            ))
-            return
-        stream.expect_message_type(pb.StreamRequest)
-        status = Status(StatusCode.OK)
+        rpc = RpcStream(conn, trio.current_time() + self._unauthenticated_timeout)
+        conn._stream_started(rpc)
         try:
-            await self._handler(stream, conn)
-        except* RpcFailedError as group:  # raised in the connection's nursery, so grouped
-            status = leaves(group)[0].status  # type: ignore[attr-defined]
-        await stream.close(status)
+            await self._route(stream, rpc)
+        except* (h2.exceptions.StreamClosedError, StreamReset):
+            # RST_STREAM from the peer (purerpc does not report it): noticed on our next write.
+            log.debug("grpc stream reset by the peer peer=%s stream_id=%d", conn.peer,
+                      stream.stream_id)
+        finally:
+            _purerpc.forget_stream(stream)
+            conn._stream_ended(rpc)
+
+    async def _route(self, stream: GRPCProtoStream, rpc: RpcStream) -> None:
+        """Route the stream by path; an RpcFailedError from the handler becomes its status."""
+        status = Status(StatusCode.OK)
+        with rpc.scope:
+            await stream.start_response()
+            event = await stream.receive_event()
+            if not isinstance(event, RequestReceived):
+                status = Status(StatusCode.INTERNAL, status_message="expected headers")
+            elif (event.service_name, event.method_name) != (SERVICE_NAME, METHOD_NAME):
+                status = Status(
+                    StatusCode.UNIMPLEMENTED,
+                    status_message=f"method {event.service_name}/{event.method_name} is not "
+                                   f"implemented"[:200],
+                )
+            else:
+                stream.expect_message_type(pb.StreamRequest)
+                try:
+                    await self._handler(stream, rpc)
+                except* RpcFailedError as group:  # raised in the handler's nursery: grouped
+                    status = leaves(group)[0].status  # type: ignore[attr-defined]
+        if rpc.scope.cancelled_caught:  # only its deadline cancels it
+            self._guard.failure(rpc.host, "unauthenticated", "grpc stream closed: not "
+                                "authenticated in time peer=%s", rpc.peer)
+            status = Status(StatusCode.UNAUTHENTICATED,
+                            status_message="not authenticated in time")
+        await _purerpc.close_stream(stream, status)
 
 
 def _accept_errno(exc: BaseException) -> int | None:

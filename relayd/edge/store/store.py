@@ -107,7 +107,12 @@ class Store:
                 "attempts": 0,
                 "next_attempt_at": 0.0,
                 "updated_at": w.received_at,
-                "envelope_head": envelope_head(w.id, w.endpoint_id, w.received_at, w.headers),
+                "envelope_head": envelope_head(w.id, w.endpoint_id, w.received_at, w.headers,
+                                               method=w.method, path=w.path, query=w.query,
+                                               remote_addr=w.remote_addr),
+                "path": w.path,
+                "query": w.query,
+                "remote_addr": w.remote_addr,
             }
             for w in webhooks
         ]
@@ -115,7 +120,7 @@ class Store:
         def insert() -> None:
             db = self._write_db
             with db.atomic():
-                db["webhooks"].insert_all(rows, batch_size=len(rows) or 1)
+                db.table("webhooks").insert_all(rows, batch_size=len(rows) or 1)
 
         async with self._write_lock:
             await trio.to_thread.run_sync(insert)

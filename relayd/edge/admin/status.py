@@ -1,4 +1,4 @@
-"""The admin listener: ``GET /api/status`` (loopback by default).
+"""``GET /api/status``: the relay at a glance.
 
 The JSON document is what `relayctl status` prints and a dashboard polls:
 ``connected``, ``hub_id``, ``peer``, ``connected_since``, ``last_seen_at`` (ISO 8601 UTC)
@@ -13,11 +13,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from relayd.edge.http import Receive, Scope, Send, handle_lifespan, send_json
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from relayd.edge.admin.context import AdminContext
 from relayd.edge.manager import ConnectionManager
 from relayd.edge.store import Store
 
-__all__ = ["AdminApp", "status_document"]
+__all__ = ["routes", "status_document"]
 
 STATUS_PATH = "/api/status"
 
@@ -51,22 +55,8 @@ async def status_document(store: Store, manager: ConnectionManager,
     }
 
 
-class AdminApp:
-    """ASGI app for the admin/status listener."""
+def routes(ctx: AdminContext) -> list[BaseRoute]:
+    async def get_status(request: Request) -> Response:
+        return JSONResponse(await status_document(ctx.store, ctx.manager, ctx.clock))
 
-    def __init__(self, store: Store, manager: ConnectionManager) -> None:
-        self._store = store
-        self._manager = manager
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await handle_lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        if scope["path"] != STATUS_PATH:
-            await send_json(send, 404, {"error": "not found"})
-        elif scope["method"] not in ("GET", "HEAD"):
-            await send_json(send, 405, {"error": "method not allowed"}, [(b"allow", b"GET")])
-        else:
-            await send_json(send, 200, await status_document(self._store, self._manager))
+    return [Route(STATUS_PATH, get_status, methods=["GET"])]

@@ -1,0 +1,25 @@
+"""`AdminContext`: what the admin handlers may reach of a running relayd."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from relayd.edge.config import Config
+from relayd.edge.manager import ConnectionManager
+from relayd.edge.store import Store
+
+__all__ = ["AdminContext"]
+
+
+@dataclass(frozen=True)
+class AdminContext:
+    """The parts of a running relayd the admin listener serves."""
+
+    config: Config
+    store: Store
+    manager: ConnectionManager
+    # Starts a dispatch round now (after a retry or replay queued something).
+    wake_dispatcher: Callable[[], None] = lambda: None
+    clock: Callable[[], float] = field(default=time.time)
