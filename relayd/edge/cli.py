@@ -22,7 +22,7 @@ from pathlib import Path
 
 import trio
 
-from relayd.common.logs import setup_logging
+from relayd.common.logs import DEFAULT_LEVEL, LEVELS, setup_logging
 from relayd.common.runner import describe, leaves, run_until_signalled
 from relayd.edge.config import ADMIN_TOKEN_ENV, SECRET_ENV, Config, ConfigError, load_config
 from relayd.edge.daemon import Relayd
@@ -32,9 +32,6 @@ from relayd.edge.store import STATUSES, Store, retry_policy
 __all__ = ["main"]
 
 log = logging.getLogger("relayd")
-
-DEFAULT_LOG_LEVEL = "INFO"
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 EPILOG = f"""\
 environment:
@@ -61,9 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--check", action="store_true",
                         help="validate the config, open (create or migrate) the store, print "
                              "a summary and exit; binds no port (default: run the daemon)")
-    parser.add_argument("--log-level", default=DEFAULT_LOG_LEVEL, choices=LOG_LEVELS,
-                        metavar="LEVEL", help=f"{', '.join(LOG_LEVELS)} "
-                                              "(default: %(default)s)")
+    parser.add_argument("--log-level", default=DEFAULT_LEVEL, choices=LEVELS,
+                        metavar="LEVEL", help=f"{', '.join(LEVELS)} (default: %(default)s)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('relayd')}")
     return parser
 

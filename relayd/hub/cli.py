@@ -17,7 +17,7 @@ from importlib.metadata import version
 import trio
 
 from relayd.common import systemd
-from relayd.common.logs import setup_logging
+from relayd.common.logs import DEFAULT_LEVEL, LEVELS, setup_logging
 from relayd.common.runner import describe, leaves, run_until_signalled
 from relayd.hub.config import SECRET_ENV, ConfigError, HubConfig, load_hub_config
 from relayd.hub.daemon import CONNECTION_ERRORS, Rejected, RelayHub, authenticate
@@ -67,9 +67,6 @@ async def _serve(hub: RelayHub) -> None:
         nursery.cancel_scope.cancel()
 
 
-DEFAULT_LOG_LEVEL = "INFO"
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
 EPILOG = f"""\
 environment:
   {SECRET_ENV}  the hub secret; when set it overrides hub.secret_file
@@ -94,9 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--check", action="store_true",
                         help="validate the config, connect and authenticate once, print the "
                              "result and exit (default: run the hub)")
-    parser.add_argument("--log-level", default=DEFAULT_LOG_LEVEL, choices=LOG_LEVELS,
-                        metavar="LEVEL", help=f"{', '.join(LOG_LEVELS)} "
-                                              "(default: %(default)s)")
+    parser.add_argument("--log-level", default=DEFAULT_LEVEL, choices=LEVELS,
+                        metavar="LEVEL", help=f"{', '.join(LEVELS)} (default: %(default)s)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('relayd')}")
     return parser
 
