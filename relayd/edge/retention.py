@@ -1,0 +1,134 @@
+"""Retention: final webhooks are deleted once kept long enough, so the database stops growing.
+
+Every `ROUND_INTERVAL` (and once at start) a round deletes the webhooks that have been
+``delivered`` for ``store.keep_delivered`` seconds, or ``failed`` / ``dead_letter`` for
+``store.keep_failed`` (0 keeps them forever). ``pending`` webhooks are never deleted.
+Deletion goes through the single writer in transactions of at most `BATCH_ROWS` rows;
+between two, whoever waits for the writer (the ingest batcher, the ack writer) goes
+first, since trio's `CapacityLimiter` hands itself over in arrival order. So a round
+after a long time without retention (months of rows) never holds ingest for longer than
+one batch. Then the freed pages go back to the file system, `RECLAIM_PAGES` per
+transaction, when the database allows it (``auto_vacuum=INCREMENTAL``: databases created
+by this relayd; see `relayd.edge.store.retention`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import trio
+from trio_util import AsyncValue
+
+from relayd.edge.config import StoreConfig
+from relayd.edge.store import Store
+from relayd.edge.store.records import DEAD_LETTER, DELIVERED, FAILED
+
+__all__ = ["BATCH_ROWS", "RECLAIM_PAGES", "ROUND_INTERVAL", "Retention", "RoundReport"]
+
+log = logging.getLogger(__name__)
+
+# Seconds between rounds. Short next to the keep times (days): each round is small.
+ROUND_INTERVAL = 60.0
+# Rows deleted per transaction: how long the writer is held (a few ms) between two turns
+# of the ingest batcher or the ack writer.
+BATCH_ROWS = 500
+# Free pages handed back per transaction (4 MiB with the default 4 KiB pages).
+RECLAIM_PAGES = 1024
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    """What one round did."""
+
+    at: float  # the Unix time the ages were measured against
+    batches: tuple[Mapping[str, int], ...]  # rows deleted per transaction, per status
+    reclaimed_bytes: int  # handed back to the file system
+
+    @property
+    def deleted(self) -> dict[str, int]:
+        """Rows deleted per final status (every final status, 0 included)."""
+        total = dict.fromkeys((DELIVERED, FAILED, DEAD_LETTER), 0)
+        for batch in self.batches:
+            for status, count in batch.items():
+                total[status] += count
+        return total
+
+
+class Retention:
+    """Deletes expired final webhooks. ``await nursery.start(retention.run)``."""
+
+    def __init__(self, store: Store, *, keep_delivered: float = StoreConfig.keep_delivered,
+                 keep_failed: float = StoreConfig.keep_failed,
+                 interval: float = ROUND_INTERVAL, batch_rows: int = BATCH_ROWS,
+                 clock: Callable[[], float] = time.time) -> None:
+        """``keep_*``: seconds, 0 = forever. ``clock``: the Unix time (the database's
+        times are Unix seconds, so not trio's clock)."""
+        self._store = store
+        self._keep = {DELIVERED: keep_delivered, FAILED: keep_failed, DEAD_LETTER: keep_failed}
+        self._interval = interval
+        self._batch_rows = batch_rows
+        self._clock = clock
+        # rounds done so far (`wait_rounds`)
+        self.rounds = AsyncValue(0)
+        self.last_report: RoundReport | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return any(keep > 0 for keep in self._keep.values())
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """A round now, then one every ``interval``; returns at once when all keep times
+        are 0. A database error ends it (and so the daemon), like any failed write."""
+        if not self.enabled:
+            log.info("retention off: store.keep_delivered and store.keep_failed are 0")
+            task_status.started()
+            return
+        space = await self._store.space()
+        if not space.incremental:
+            log.info("retention: this database was created without auto_vacuum=incremental: "
+                     "the space of deleted webhooks is reused, but the file (%d bytes) does "
+                     "not shrink; to shrink it, stop relayd and run VACUUM once (README)",
+                     space.size_bytes)
+        task_status.started()
+        while True:
+            await self.run_round()
+            await trio.sleep(self._interval)
+
+    async def run_round(self) -> RoundReport:
+        """Delete what has expired by now, in batches; hand the space back; log it."""
+        now = self._clock()
+        cutoffs = {status: now - keep for status, keep in self._keep.items() if keep > 0}
+        batches: list[Mapping[str, int]] = []
+        while cutoffs:
+            # The writer is released after each batch: waiting writes go in between.
+            batch = await self._store.delete_expired(cutoffs, self._batch_rows)
+            count = sum(batch.values())
+            if count:
+                batches.append(batch)
+            if count < self._batch_rows:
+                break
+        reclaimed = 0
+        while batches:
+            freed, left = await self._store.reclaim_space(RECLAIM_PAGES)
+            reclaimed += freed
+            if not freed or not left:
+                break
+        report = RoundReport(now, tuple(batches), reclaimed)
+        if batches:
+            deleted = report.deleted
+            log.info("retention deleted delivered=%d failed=%d dead_letter=%d "
+                     "transactions=%d reclaimed_bytes=%d", deleted[DELIVERED], deleted[FAILED],
+                     deleted[DEAD_LETTER], len(batches), reclaimed)
+        self.last_report = report
+        self.rounds.value += 1
+        return report
+
+    async def wait_rounds(self, count: int) -> RoundReport:
+        """Wait until ``count`` rounds are done in all; return the last one's report."""
+        await self.rounds.wait_value(lambda done: done >= count)
+        assert self.last_report is not None
+        return self.last_report
