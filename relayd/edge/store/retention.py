@@ -15,6 +15,7 @@ growing) but the file does not shrink until an offline ``VACUUM``.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -51,30 +52,42 @@ class Space(NamedTuple):
         return self.page_size * self.page_count
 
 
-def delete_expired(conn: sqlite3.Connection, cutoffs: Mapping[str, float],
-                   limit: int) -> dict[str, int]:
+def delete_expired(conn: sqlite3.Connection, cutoffs: Mapping[str, float], limit: int,
+                   max_bytes: int) -> dict[str, int]:
     """Delete at most ``limit`` webhooks in the caller's transaction; counts per status.
 
     ``cutoffs`` maps a final status to a Unix time: its rows that became final at or
     before that time are deleted (statuses left out are kept). Oldest first, in the order
-    of `FINAL_AT`. Raises `ValueError` for ``pending`` or an unknown status.
+    of `FINAL_AT`. Bodies add up to at most ``max_bytes`` (deleting a large body reads its
+    pages), except that one row always goes, whatever its size. Raises `ValueError` for
+    ``pending`` or an unknown status.
     """
     unknown = set(cutoffs) - set(FINAL_AT)
     if unknown:
         raise ValueError(f"only final webhooks are deleted, not {sorted(unknown)}")
     deleted = dict.fromkeys(cutoffs, 0)
-    remaining = limit
+    rows_left, bytes_left = limit, max_bytes
     for status, column in FINAL_AT.items():
-        if status not in cutoffs or remaining <= 0:
+        if status not in cutoffs or rows_left <= 0 or bytes_left <= 0:
             continue
-        cursor = conn.execute(
-            "DELETE FROM webhooks WHERE seq IN ("
-            f"SELECT seq FROM webhooks WHERE status = '{status}' AND {column} <= ? "
-            f"ORDER BY {column} LIMIT ?)",
-            (cutoffs[status], remaining),
-        )
-        deleted[status] = cursor.rowcount
-        remaining -= cursor.rowcount
+        # length() of a blob is in the row's header: the body itself is not read here
+        candidates = conn.execute(
+            f"SELECT seq, length(body) FROM webhooks WHERE status = '{status}' "
+            f"AND {column} <= ? ORDER BY {column} LIMIT ?",
+            (cutoffs[status], rows_left),
+        ).fetchall()
+        chosen = []
+        for seq, size in candidates:
+            if size > bytes_left and (chosen or bytes_left < max_bytes):
+                bytes_left = 0  # full: the next statuses wait for the next transaction
+                break
+            chosen.append(seq)
+            bytes_left -= size
+        deleted[status] = conn.execute(
+            "DELETE FROM webhooks WHERE seq IN (SELECT value FROM json_each(?))",
+            (json.dumps(chosen),),
+        ).rowcount
+        rows_left -= deleted[status]
     return deleted
 
 

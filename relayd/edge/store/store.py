@@ -176,8 +176,10 @@ class Store:
 
     # -- retention (relayd.edge.retention) ------------------------------------
 
-    async def delete_expired(self, cutoffs: Mapping[str, float], limit: int) -> dict[str, int]:
-        """Delete at most ``limit`` final webhooks in one transaction; counts per status.
+    async def delete_expired(self, cutoffs: Mapping[str, float], limit: int,
+                             max_bytes: int) -> dict[str, int]:
+        """Delete at most ``limit`` final webhooks (bodies of ``max_bytes`` in all, or one
+        webhook) in one transaction; counts per status.
 
         ``cutoffs``: final status -> Unix time; its webhooks that became final at or before
         it go (`retention.delete_expired`; ``pending`` is refused with `ValueError`). The
@@ -185,7 +187,8 @@ class Store:
         """
         def delete() -> dict[str, int]:
             with self._write_db.atomic():
-                return retention.delete_expired(self._write_db.conn, cutoffs, limit)
+                return retention.delete_expired(self._write_db.conn, cutoffs, limit,
+                                                max_bytes)
 
         async with self._write_lock:
             return await trio.to_thread.run_sync(delete)
