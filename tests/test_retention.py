@@ -24,7 +24,7 @@ from relayd.edge.store import AckRecord, NewWebhook, RetryPolicy, Store, schema
 from relayd.edge.store import retention as store_retention
 from tests.conftest import start_edge
 from tests.db import open_db
-from tests.helpers import make_config
+from tests.helpers import make_config, wait_for
 
 T0 = 1_800_000_000.0  # a Unix time: rows are received, delivered and failed from here
 DAY = 24 * 3600.0
@@ -201,6 +201,31 @@ async def test_an_ingest_write_goes_between_two_batches_of_a_round(tmp_path: Pat
         # (a round ends with a transaction that finds nothing left)
         assert [w for w in store.writes if w != "insert"] == ["delete 500", "delete 500",
                                                               "delete 200", "delete 0"]
+
+
+async def test_a_round_refused_by_a_locked_database_is_tried_again_next_round(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="relayd.edge.retention")
+    path = tmp_path / "relayd.db"
+    async with Store.open(path, RETRY, busy_timeout=0.05) as store:
+        await store.insert_webhooks(new(["d1"], at=T0))
+        await store.apply_acks(delivered(["d1"]), now=T0)
+        retention = Retention(store, keep_delivered=1, interval=0.1, clock=Clock(T0 + 10))
+        with open_db(path) as locker:
+            locker.execute("BEGIN EXCLUSIVE")  # another process writing: writes time out
+            async with trio.open_nursery() as nursery:
+                await nursery.start(retention.run)
+                await wait_for(lambda: "a round failed (3 in a row)" in caplog.text)
+                locker.execute("ROLLBACK")
+                with trio.fail_after(5):
+                    report = await retention.wait_rounds(1)
+                nursery.cancel_scope.cancel()
+        assert report.deleted["delivered"] == 1
+        assert await present(store, ["d1"]) == []
+    failures = [r for r in caplog.records if "a round failed" in r.getMessage()]
+    assert [r.levelno for r in failures[:3]] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+    assert "database is locked" in failures[0].getMessage()
+    assert "retention works again after" in caplog.text
 
 
 async def _round_cost(tmp_path: Path, kept: int) -> int:

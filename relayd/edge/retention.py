@@ -15,6 +15,7 @@ by this relayd; see `relayd.edge.store.retention`).
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -86,20 +87,37 @@ class Retention:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """A round now, then one every ``interval``; returns at once when all keep times
-        are 0. A database error ends it (and so the daemon), like any failed write."""
+        are 0. A round that fails on a database error (a lock held by another process, a
+        full disk) is logged and the next one tries again."""
         if not self.enabled:
             log.info("retention off: store.keep_delivered and store.keep_failed are 0")
             task_status.started()
             return
-        space = await self._store.space()
-        if not space.incremental:
+        try:
+            space = await self._store.space()
+        except sqlite3.Error:
+            space = None  # only for the note below; the rounds say what fails
+        if space is not None and not space.incremental:
             log.info("retention: this database was created without auto_vacuum=incremental: "
                      "the space of deleted webhooks is reused, but the file (%d bytes) does "
                      "not shrink; to shrink it, stop relayd and run VACUUM once (README)",
                      space.size_bytes)
         task_status.started()
+        failures = 0
         while True:
-            await self.run_round()
+            try:
+                await self.run_round()
+            except sqlite3.Error as exc:
+                # Nothing waits on retention: the next round tries again. Logged once per
+                # episode, like the dispatcher's storage errors.
+                failures += 1
+                level = logging.WARNING if failures == 1 else logging.DEBUG
+                log.log(level, "retention: a round failed (%d in a row), next one in %gs: "
+                        "%s: %s", failures, self._interval, type(exc).__name__, exc)
+            else:
+                if failures:
+                    log.info("retention works again after %d failed rounds", failures)
+                failures = 0
             await trio.sleep(self._interval)
 
     async def run_round(self) -> RoundReport:

@@ -83,11 +83,12 @@ def delete_expired(conn: sqlite3.Connection, cutoffs: Mapping[str, float], limit
                 break
             chosen.append(seq)
             bytes_left -= size
-        deleted[status] = conn.execute(
-            "DELETE FROM webhooks WHERE seq IN (SELECT value FROM json_each(?))",
-            (json.dumps(chosen),),
-        ).rowcount
-        rows_left -= deleted[status]
+        if chosen:  # else no write at all: a round with nothing to delete takes no lock
+            deleted[status] = conn.execute(
+                "DELETE FROM webhooks WHERE seq IN (SELECT value FROM json_each(?))",
+                (json.dumps(chosen),),
+            ).rowcount
+            rows_left -= deleted[status]
     return deleted
 
 

@@ -21,12 +21,14 @@ def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     process crash. ``busy_timeout`` is how long it waits on a lock held by another
     process before the statement fails. A new database gets ``auto_vacuum=INCREMENTAL``.
     """
+    # SQLite writes nothing into a new file before its first table (or WAL mode) is set.
+    new = not path.exists() or path.stat().st_size == 0
     conn = sqlite3.connect(path, check_same_thread=False, timeout=busy_timeout)
     try:
-        # Only takes effect on a new database (before its first table and before WAL
-        # mode is written into it): retention can then give deleted rows' space back.
-        # An existing database keeps its mode (no VACUUM here: see `retention`).
-        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        if new:
+            # Only possible before the first table: retention can then give deleted rows'
+            # space back. An existing database keeps its mode (no VACUUM: see `retention`).
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
     except BaseException:
