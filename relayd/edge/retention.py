@@ -7,9 +7,10 @@ Deletion goes through the single writer in transactions of at most `BATCH_ROWS` 
 and `BATCH_BYTES` of bodies; between two, whoever waits for the writer (the ingest
 batcher, the ack writer) goes first, since trio's `CapacityLimiter` hands itself over in
 arrival order. So a round after a long time without retention (months of rows) never
-holds ingest for longer than one batch. Then the freed pages go back to the file system, `RECLAIM_PAGES` per
-transaction, when the database allows it (``auto_vacuum=INCREMENTAL``: databases created
-by this relayd; see `relayd.edge.store.retention`).
+holds ingest for longer than one batch. Then the freed pages go back to the file
+system, `RECLAIM_PAGES` per transaction, when the database allows it
+(``auto_vacuum=INCREMENTAL``: databases created by this relayd; see
+`relayd.edge.store.retention`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from relayd.edge.config import StoreConfig
 from relayd.edge.store import Store
 from relayd.edge.store.records import DEAD_LETTER, DELIVERED, FAILED
 
-__all__ = ["BATCH_BYTES", "BATCH_ROWS", "RECLAIM_PAGES", "ROUND_INTERVAL", "Retention", "RoundReport"]
+__all__ = ["BATCH_BYTES", "BATCH_ROWS", "RECLAIM_PAGES", "ROUND_INTERVAL", "Retention",
+           "RoundReport"]
 
 log = logging.getLogger(__name__)
 

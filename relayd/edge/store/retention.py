@@ -76,7 +76,7 @@ def delete_expired(conn: sqlite3.Connection, cutoffs: Mapping[str, float], limit
             f"AND {column} <= ? ORDER BY {column} LIMIT ?",
             (cutoffs[status], rows_left),
         ).fetchall()
-        chosen = []
+        chosen: list[int] = []
         for seq, size in candidates:
             if size > bytes_left and (chosen or bytes_left < max_bytes):
                 bytes_left = 0  # full: the next statuses wait for the next transaction
