@@ -19,7 +19,7 @@ import trio
 import trio.testing
 
 from relayd.edge.config import ConfigError, StoreConfig
-from relayd.edge.retention import BATCH_ROWS, Retention
+from relayd.edge.retention import BATCH_ROWS, SPARE_FRACTION, Retention
 from relayd.edge.store import AckRecord, NewWebhook, RetryPolicy, Store, schema
 from relayd.edge.store import retention as store_retention
 from tests.conftest import start_edge
@@ -271,9 +271,9 @@ async def test_a_new_database_gives_the_deleted_space_back(store: Store) -> None
     full = await store.space()
     report = await Retention(store, keep_delivered=1, clock=Clock(T0 + 1)).run_round()
     after = await store.space()
-    # 2000 pages or so of bodies, handed back
+    # the bodies' pages, handed back but for a tenth of what is left, kept for new rows
     assert report.reclaimed_bytes >= 2000 * 4000
-    assert after.freelist_count == 0
+    assert 0 < after.freelist_count <= SPARE_FRACTION * after.page_count
     assert after.size_bytes == full.size_bytes - report.reclaimed_bytes
 
 

@@ -92,21 +92,25 @@ def delete_expired(conn: sqlite3.Connection, cutoffs: Mapping[str, float], limit
     return deleted
 
 
-def reclaim_space(conn: sqlite3.Connection, max_pages: int) -> tuple[int, int]:
-    """Hand up to ``max_pages`` free pages back to the file system, in a transaction of its
-    own; return (bytes handed back, free pages left). Nothing happens without
+def reclaim_space(conn: sqlite3.Connection, max_pages: int, spare: float) -> int:
+    """Hand free pages back to the file system beyond ``spare`` (a fraction of the
+    database's pages), at most ``max_pages``, in a transaction of its own; return the
+    bytes handed back (0: nothing left to do). Nothing happens without
     ``auto_vacuum = INCREMENTAL``.
 
-    Not inside a transaction: it commits one that is open.
+    The spare pages are for the next rows: handing back every free page would make SQLite
+    move live pages into the holes at each round, only for new rows to grow the file
+    again. Not inside a transaction: it commits one that is open.
     """
     before = space(conn)
-    if not before.incremental or before.freelist_count == 0:
-        return 0, before.freelist_count
+    excess = before.freelist_count - int(before.page_count * spare)
+    if not before.incremental or excess <= 0:
+        return 0
     # executescript, not execute: the pragma frees one page per step, and sqlite3's
     # execute() steps a statement that returns no columns only once.
-    conn.executescript(f"PRAGMA incremental_vacuum({int(max_pages)})")
+    conn.executescript(f"PRAGMA incremental_vacuum({min(int(max_pages), excess)})")
     after = space(conn)
-    return (before.page_count - after.page_count) * after.page_size, after.freelist_count
+    return (before.page_count - after.page_count) * after.page_size
 
 
 def space(conn: sqlite3.Connection) -> Space:

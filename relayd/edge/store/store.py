@@ -193,13 +193,14 @@ class Store:
         async with self._write_lock:
             return await trio.to_thread.run_sync(delete)
 
-    async def reclaim_space(self, max_pages: int) -> tuple[int, int]:
-        """Hand up to ``max_pages`` free pages back to the file system (one transaction);
-        return (bytes handed back, free pages left). A no-op on a database created without
+    async def reclaim_space(self, max_pages: int, spare: float) -> int:
+        """Hand free pages beyond ``spare`` (a fraction of all pages), at most
+        ``max_pages``, back to the file system in one transaction; return the bytes handed
+        back (0: nothing left to do). A no-op on a database created without
         ``auto_vacuum=INCREMENTAL``."""
         async with self._write_lock:
             return await trio.to_thread.run_sync(retention.reclaim_space, self._write_db.conn,
-                                                 max_pages)
+                                                 max_pages, spare)
 
     async def space(self) -> retention.Space:
         """Page size, page and free page counts, and whether space can be handed back."""
