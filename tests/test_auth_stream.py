@@ -127,9 +127,11 @@ def test_connect_request_helper_signs_hub_and_timestamp() -> None:
 async def test_unauthenticated_tcp_connection_is_closed(nursery: trio.Nursery,
                                                         tmp_path: Path) -> None:
     edge = await start_edge(nursery, tmp_path, connect_timeout=0.2)
+    # before connecting: the edge's deadline (2 x connect_timeout) starts at its accept, which
+    # a loaded machine can run before this task resumes from the connect
+    started = trio.current_time()
     sock = await trio.open_tcp_stream(edge.addresses.grpc.host, edge.addresses.grpc.port)
     async with sock:
-        started = trio.current_time()
         with trio.fail_after(3):
             # purerpc sends its SETTINGS frame first; then the edge closes the idle socket
             with contextlib.suppress(trio.BrokenResourceError):  # closed with a reset
