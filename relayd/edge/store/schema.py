@@ -7,9 +7,11 @@ from pathlib import Path
 
 import sqlite_utils
 
+from relayd.edge.store.records import STATUSES
+
 __all__ = ["SCHEMA_VERSION", "connect", "migrate"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
@@ -71,3 +73,30 @@ def migrate(db: sqlite_utils.Database) -> None:
         with db.atomic():
             db.execute("ALTER TABLE webhooks ADD COLUMN envelope_head BLOB")
             db.execute("PRAGMA user_version = 2")
+    if version < 3:
+        with db.atomic():
+            _count_by_status(db)
+            db.execute("PRAGMA user_version = 3")
+
+
+def _count_by_status(db: sqlite_utils.Database) -> None:
+    """``webhook_counts``: rows per status, kept by triggers in the writing transaction.
+
+    Status and metrics read four rows instead of counting the table, which only grows
+    (``GROUP BY status`` over the status index took 50-57 ms at 1M rows, every scrape).
+    Triggers rather than counting in the Store: any writer keeps them right, and a
+    rolled-back write rolls its counts back. Cost: about 1 us of SQLite per row written.
+    """
+    db.execute("CREATE TABLE webhook_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL) "
+               "WITHOUT ROWID")
+    for status in STATUSES:
+        db.execute("INSERT INTO webhook_counts (status, n) "
+                   "SELECT ?, COUNT(*) FROM webhooks WHERE status = ?", (status, status))
+    db.execute("CREATE TRIGGER webhooks_count_insert AFTER INSERT ON webhooks BEGIN "
+               "UPDATE webhook_counts SET n = n + 1 WHERE status = NEW.status; END")
+    db.execute("CREATE TRIGGER webhooks_count_delete AFTER DELETE ON webhooks BEGIN "
+               "UPDATE webhook_counts SET n = n - 1 WHERE status = OLD.status; END")
+    db.execute("CREATE TRIGGER webhooks_count_update AFTER UPDATE OF status ON webhooks "
+               "WHEN OLD.status IS NOT NEW.status BEGIN "
+               "UPDATE webhook_counts SET n = n - 1 WHERE status = OLD.status; "
+               "UPDATE webhook_counts SET n = n + 1 WHERE status = NEW.status; END")
