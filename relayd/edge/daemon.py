@@ -1,7 +1,8 @@
 """The relayd daemon: one root nursery holding every long-running component.
 
-Start order (each one ready before the next): store, ack writer, ingest batcher,
-dispatcher, gRPC server, admin listener, ingress listener; then READY=1 to systemd.
+Start order (each one ready before the next): store, activity summary, ack writer, ingest
+batcher, dispatcher, gRPC server, admin listener, ingress listener; then READY=1 to
+systemd.
 `request_shutdown` begins a graceful stop: the ingress stops taking requests and
 finishes the ones it has, queued webhooks are committed, the dispatcher stops sending,
 the acks of webhooks in flight land, then the hub connection is closed, the remaining
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +30,7 @@ import trio
 from relayd.common import systemd
 from relayd.common.tls import server_context
 from relayd.edge.ack_writer import AckWriter
+from relayd.edge.activity import Activity
 from relayd.edge.admin import AdminContext, build_admin_app
 from relayd.edge.auth import Authenticator
 from relayd.edge.config import Config, ListenAddress
@@ -38,7 +40,7 @@ from relayd.edge.http import serve_http
 from relayd.edge.ingest import IngestBatcher
 from relayd.edge.ingress import IngressApp
 from relayd.edge.manager import ConnectionManager
-from relayd.edge.store import Store, retry_policy
+from relayd.edge.store import AckOutcome, NewWebhook, Store, retry_policy
 from relayd.transport.guard import PeerGuard
 from relayd.transport.server import GrpcServer
 
@@ -68,6 +70,7 @@ class Relayd:
         self.config = config
         self._store_type = store_type
         self.manager = ConnectionManager()
+        self.activity = Activity()
         self.store: Store | None = None
         self.dispatcher: Dispatcher | None = None
         self.ack_writer: AckWriter | None = None
@@ -99,9 +102,19 @@ class Relayd:
                     store, self.manager, cfg.endpoints, pipeline_window=relay.pipeline_window,
                     poll_interval=relay.poll_interval,
                 )
-                ack_writer = self.ack_writer = AckWriter(store, dispatcher.acks_applied)
-                # wake_on_ingest = false gives the seed's poll-only dispatch (benchmarks).
-                on_stored = dispatcher.wake if relay.wake_on_ingest else (lambda: None)
+                activity = self.activity
+
+                def on_applied(outcomes: Sequence[AckOutcome]) -> None:
+                    activity.acks_applied(outcomes)
+                    dispatcher.acks_applied(outcomes)
+
+                def on_stored(webhooks: Sequence[NewWebhook]) -> None:
+                    activity.webhooks_stored(webhooks)
+                    # wake_on_ingest = false gives the seed's poll-only dispatch (benchmarks).
+                    if relay.wake_on_ingest:
+                        dispatcher.wake()
+
+                ack_writer = self.ack_writer = AckWriter(store, on_applied)
                 batcher = self.batcher = IngestBatcher(store, on_stored=on_stored)
                 guard = self.guard = PeerGuard(
                     max_connections=relay.max_connections,
@@ -126,6 +139,7 @@ class Relayd:
                 )
 
                 await root.start(guard.run)
+                await root.start(activity.run)  # cancelled last: logs the final summary
                 ack_done = await _start_tracked(root, ack_writer.run)
                 batcher_done = await _start_tracked(root, batcher.run)
                 dispatch_scope = trio.CancelScope()
@@ -173,6 +187,13 @@ class Relayd:
                             "what was not written stays pending", relay.shutdown_grace, stage)
         log.info("relayd stopped after %.2fs of shutdown", time.monotonic() - started)
 
+    def _not_ready(self) -> str | None:
+        if self._shutdown.is_set():
+            return "shutting down"
+        if self.addresses is None:
+            return "starting: listeners not bound yet"
+        return None
+
     def _wake_dispatcher(self) -> None:
         if self.dispatcher is not None:
             self.dispatcher.wake()
@@ -180,7 +201,9 @@ class Relayd:
     async def _serve_admin(self, *, task_status: trio.TaskStatus[ListenAddress]) -> None:
         assert self.store is not None
         app = build_admin_app(AdminContext(self.config, self.store, self.manager,
-                                            wake_dispatcher=self._wake_dispatcher))
+                                            wake_dispatcher=self._wake_dispatcher,
+                                            activity=self.activity,
+                                            not_ready=self._not_ready))
         await serve_http(app, self.config.admin.listen,
                          name="admin", shutdown_trigger=trio.sleep_forever,
                          graceful_seconds=0.5, max_connections=ADMIN_MAX_CONNECTIONS,
@@ -193,7 +216,7 @@ class Relayd:
                          max_inflight_bytes=cfg.ingress.max_inflight_bytes,
                          body_timeout=cfg.ingress.read_timeout)
         try:
-            await serve_http(app, cfg.ingress.listen, name="ingress",
+            await serve_http(self.activity.count_responses(app), cfg.ingress.listen, name="ingress",
                              shutdown_trigger=self._ingress_stop.wait,
                              # no grace of its own: the stop deadline in `run` bounds it
                              graceful_seconds=math.inf,
