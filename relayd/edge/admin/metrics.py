@@ -14,7 +14,9 @@ Gauges, read at scrape time: ``relayd_webhooks{status}`` (rows in the store per 
 nothing is pending). The store's counts are kept by triggers, so a scrape costs the same
 at any table size.
 
-Each daemon has its own `CollectorRegistry`, not prometheus-client's global one, so that
+The format is prometheus-client's: Prometheus text 0.0.4, or OpenMetrics when the
+scraper's ``Accept`` asks for it (as Prometheus does). Each daemon has its own
+`CollectorRegistry`, not prometheus-client's global one, so that
 several relayd in one process (the tests) keep their own numbers.
 """
 
@@ -22,13 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -121,8 +124,10 @@ def routes(ctx: AdminContext) -> list[BaseRoute]:
     registry.register(collector)
 
     async def get_metrics(request: Request) -> Response:
+        # the Prometheus text format, or OpenMetrics when the scraper asks for it
+        encode, content_type = choose_encoder(request.headers.get("accept", ""))
         collector.store_counts = await ctx.store.counts()
         # (no await between the read and the rendering: a concurrent scrape cannot mix in)
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(encode(registry), headers={"content-type": content_type})
 
     return [Route(METRICS_PATH, get_metrics, methods=["GET"])]
