@@ -1,4 +1,9 @@
-"""A local HTTP destination for hub tests: records requests, answers from a script."""
+"""Local HTTP destinations for hub tests: they record requests and answer from a script.
+
+`Destination` is an ASGI app (hypercorn); `RawDestination` reads HTTP/1.1 with h11 and
+keeps the request line byte for byte, which ASGI cannot show (it splits the target into
+path and query and drops a "?" with nothing after it).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import h11
 import trio
 
 from relayd.edge.config import ListenAddress
@@ -79,3 +85,69 @@ class Destination:
         self.changed = trio.Event()
         await send({"type": "http.response.start", "status": status, "headers": []})
         await send({"type": "http.response.body", "body": b""})
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    method: bytes
+    target: bytes  # the request target exactly as it stood in the request line
+    headers: list[tuple[bytes, bytes]]  # names as sent (h11 keeps their case), in order
+    body: bytes
+
+
+class RawDestination:
+    """An HTTP/1.1 server that records each request line as it was sent; answers ``status``."""
+
+    def __init__(self) -> None:
+        self.received: list[RawRequest] = []
+        self.status = 200
+        self.changed = trio.Event()
+        self.address: ListenAddress | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://{self.address}{path}"
+
+    async def wait_count(self, count: int, within: float = 10.0) -> None:
+        """Wait until ``count`` requests were received."""
+        with trio.fail_after(within):
+            while len(self.received) < count:
+                await self.changed.wait()
+
+    async def serve(self, *, task_status: trio.TaskStatus[ListenAddress]) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.address = ListenAddress("127.0.0.1", int(listeners[0].socket.getsockname()[1]))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, self._connection, listeners)
+            task_status.started(self.address)
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        request: h11.Request | None = None
+        body = b""
+        async with stream:
+            while True:
+                try:
+                    event = conn.next_event()
+                    if event is h11.NEED_DATA:
+                        conn.receive_data(await stream.receive_some(65536))
+                    elif isinstance(event, h11.Request):
+                        request, body = event, b""
+                    elif isinstance(event, h11.Data):
+                        body += event.data
+                    elif isinstance(event, h11.EndOfMessage) and request is not None:
+                        await self._answer(stream, conn, request, body)
+                        conn.start_next_cycle()
+                    else:  # the client closed the connection
+                        return
+                except (h11.ProtocolError, trio.BrokenResourceError):
+                    return
+
+    async def _answer(self, stream: trio.SocketStream, conn: h11.Connection,
+                      request: h11.Request, body: bytes) -> None:
+        self.received.append(RawRequest(request.method, request.target,
+                                        list(request.headers.raw_items()), body))
+        self.changed.set()
+        self.changed = trio.Event()
+        for event in (h11.Response(status_code=self.status, headers=[("content-length", "0")]),
+                      h11.EndOfMessage()):
+            await stream.send_all(conn.send(event) or b"")

@@ -8,7 +8,7 @@ import httpx
 import trio
 
 from tests.db import open_db
-from tests.destination import Destination
+from tests.destination import Destination, RawDestination
 from tests.processes import BIN, Daemon, free_port
 
 ENDPOINTS = ("github", "stripe", "camera")
@@ -18,7 +18,7 @@ SECRET = "e2e-shared-secret-4f1c"
 class System:
     """relayd + relay-hub + destination, with helpers to drive and inspect them."""
 
-    def __init__(self, tmp_path: Path, destination: Destination) -> None:
+    def __init__(self, tmp_path: Path, destination: Destination | RawDestination) -> None:
         self.tmp = tmp_path
         self.destination = destination
         self.grpc_port = free_port()

@@ -4,14 +4,33 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
+import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
+from tests.destination import RawDestination
 from tests.processes import BIN
 from tests.system import ENDPOINTS, System
+
+
+@pytest.fixture
+async def raw_system(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[System]:
+    """The system with a destination that records each request line byte for byte."""
+    destination = RawDestination()
+    await nursery.start(destination.serve)
+    sys_ = System(tmp_path, destination)
+    try:
+        yield sys_
+    finally:
+        await sys_.hub.stop()
+        await sys_.edge.stop()
 
 
 async def test_300_webhooks_arrive_byte_exact_in_order_per_endpoint(system: System) -> None:
@@ -42,6 +61,31 @@ async def test_300_webhooks_arrive_byte_exact_in_order_per_endpoint(system: Syst
                                   str(system.edge_config)], capture_stdout=True)
     text = ctl.stdout.decode()
     assert "hub:         connected (home" in text and "pending:     0" in text
+
+
+async def test_put_with_sub_path_and_query_arrives_as_sent(raw_system: System) -> None:
+    await raw_system.start_edge()
+    await raw_system.start_hub()
+    body = os.urandom(512) + b"\r\n\x00\xff"
+    sent = [  # (method, request target at the edge, request target at the destination)
+        ("PUT", b"/h/github/a/b?x=1%202&y", b"/github/a/b?x=1%202&y"),
+        ("POST", b"/h/stripe/p%2Fq+r%7e/?a=+%2B&&b=", b"/stripe/p%2Fq+r%7e/?a=+%2B&&b="),
+        ("DELETE", b"/h/camera", b"/camera"),
+    ]
+    async with httpx.AsyncClient() as client:
+        for method, target, _ in sent:
+            response = await client.request(
+                method, f"http://{raw_system.ingress}/", content=body,
+                headers={"content-type": "application/octet-stream"},
+                extensions={"target": target})  # as given: httpx would normalise it
+            assert response.status_code == 202, response.text
+    await raw_system.wait_queue(delivered=3, pending=0, in_flight=0)
+    destination = raw_system.destination
+    assert isinstance(destination, RawDestination)
+    got = sorted((r.method, r.target, r.body) for r in destination.received)
+    assert got == sorted((m.encode(), target, body) for m, _, target in sent)
+    # the sender's address is not added by default (Home Assistant would answer 400)
+    assert all(b"x-forwarded-for" not in dict(r.headers) for r in destination.received)
 
 
 async def test_transient_then_success_keeps_order_and_404_fails_and_moves_on(
@@ -143,11 +187,24 @@ async def test_relay_hub_check_reports_accepted_and_rejected(system: System) -> 
 DEMO = Path(__file__).resolve().parents[1] / "scripts" / "demo.py"
 
 
-async def test_demo_runs_end_to_end() -> None:
-    demo = DEMO
-    result = await trio.run_process([str(BIN / "python"), str(demo)], capture_stdout=True,
-                                    capture_stderr=True, check=False)
-    out = result.stdout.decode()
-    assert result.returncode == 0, out + result.stderr.decode()
-    assert out.count("destination <- POST /api/webhook/") == 3
-    assert "delivered:   3" in out and "exit codes 0, 0" in out
+def test_demo_runs_end_to_end_prints_its_commands_and_keeps_its_folder() -> None:
+    result = subprocess.run([str(BIN / "python"), str(DEMO), "--keep"], capture_output=True,
+                            text=True, timeout=120)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    kept = Path(re.search(r"^demo: kept (\S+) ", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    try:
+        assert out.count("sink | POST /api/webhook/") == 3
+        assert "delivered:   3" in out
+        assert "exit codes: relay-hub 0, relayd 0, sink 0" in out
+        # the commands it ran, with the files it kept
+        assert f"relayd --config {kept}/relayd.toml 2> {kept}/relayd.log &" in out
+        assert f"relay-hub --config {kept}/relay-hub.toml 2> {kept}/relay-hub.log &" in out
+        assert re.search(r"^\$ \S*python\S* -m relayd\.sink \d+ &", out, re.MULTILINE)
+        assert re.search(r"^\$ \S*relayctl status --admin http://127\.0\.0\.1:\d+$", out,
+                         re.MULTILINE)
+        assert {"relayd.toml", "relay-hub.toml", "relayd.db", "relayd.log"} <= {
+            p.name for p in kept.iterdir()}
+        assert "webhook delivered" in (kept / "relayd.log").read_text()
+    finally:
+        shutil.rmtree(kept)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from relayd.hub.backoff import Backoff
 from relayd.hub.config import ConfigError, load_hub_config
-from relayd.hub.delivery import classify, forwarded_headers
+from relayd.hub.delivery import classify, forwarded_headers, request_target
 from relayd.wire import pb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +29,7 @@ def test_example_hub_configs_load() -> None:
     assert config.hub.endpoint_ids == () and config.hub.max_concurrent_deliveries == 16
     assert config.destinations == {"github": "http://192.168.1.10:8080/github"}
     assert config.hub.secret == b"hub-env-secret"
+    assert config.hub.add_forwarded_for is False
     local = load_hub_config(ROOT / "conf" / "relay-hub.local.toml", environ=ENV)
     assert not local.edge_tls and local.edge_host == "127.0.0.1"
 
@@ -89,10 +91,63 @@ def test_forwarded_headers_drop_hop_by_hop_and_add_relay_headers() -> None:
     ("status", "expected"),
     [(200, (True, False)), (204, (True, False)), (299, (True, False)), (408, (False, False)),
      (429, (False, False)), (500, (False, False)), (503, (False, False)),
-     (400, (False, True)), (404, (False, True)), (410, (False, True)), (301, (False, True))],
+     (400, (False, True)), (404, (False, True)), (410, (False, True)), (301, (False, True)),
+     (405, (False, True)), (501, (False, True))],
 )
 def test_classify(status: int, expected: tuple[bool, bool]) -> None:
     assert classify(status) == expected
+
+
+def test_405_and_501_are_permanent_a_retry_would_get_the_same_answer() -> None:
+    assert classify(405) == (False, True)  # Method Not Allowed
+    assert classify(501) == (False, True)  # Not Implemented
+    assert classify(502) == classify(504) == (False, False)
+
+
+@pytest.mark.parametrize(
+    ("destination", "path", "query", "target"),
+    [
+        # nothing received after /h/{endpoint_id}: the destination as configured (httpx's)
+        ("http://d/hook", "", "", None),
+        ("http://d/hook/", "", "", None),
+        # exactly one "/" between the destination's path and the webhook's
+        ("http://d/hook", "/a/b", "", b"/hook/a/b"),
+        ("http://d/hook/", "/a/b", "", b"/hook/a/b"),
+        ("http://d", "/a", "", b"/a"),
+        ("http://d/", "/", "", b"/"),
+        ("http://d/hook", "/", "", b"/hook/"),
+        ("http://d/hook", "//x", "", b"/hook//x"),
+        # a query alone; percent-encoding, "+" and a bare key kept byte for byte
+        ("http://d/hook", "", "x=1%202&y", b"/hook?x=1%202&y"),
+        ("http://d/hook/", "", "x=1", b"/hook/?x=1"),
+        ("http://d/hook", "/a%2Fb/c%20d+e", "q=a+b%2F&&z=", b"/hook/a%2Fb/c%20d+e?q=a+b%2F&&z="),
+        # the destination's own query comes first; its bare "?" is kept
+        ("http://d/hook?key=1", "/a", "x=2", b"/hook/a?key=1&x=2"),
+        ("http://d/hook?key=1", "/a", "", b"/hook/a?key=1"),
+        ("http://d/hook?", "/a", "", b"/hook/a?"),
+        ("http://d/hook?", "", "x=2", b"/hook?x=2"),
+    ],
+)
+def test_request_target_joins_destination_and_webhook_path_and_query(
+        destination: str, path: str, query: str, target: bytes | None) -> None:
+    assert request_target(httpx.URL(destination), path, query) == target
+
+
+def test_forwarded_for_is_added_only_when_enabled_and_appended_to_one_it_carries() -> None:
+    plain = pb.WebhookEnvelope(id="w1", attempt=1, remote_addr="198.51.100.7",
+                               headers={"content-type": "text/plain"})
+    proxied = pb.WebhookEnvelope(id="w2", attempt=1, remote_addr="10.0.0.2", headers={
+        "x-forwarded-for": "203.0.113.9, 192.0.2.1", "content-type": "text/plain"})
+    old_edge = pb.WebhookEnvelope(id="w3", attempt=1, headers={"content-type": "text/plain"})
+
+    def xff(envelope: pb.WebhookEnvelope, on: bool) -> list[bytes]:
+        return [v for k, v in forwarded_headers(envelope, add_forwarded_for=on)
+                if k == b"x-forwarded-for"]
+
+    assert xff(plain, False) == [] and xff(plain, True) == [b"198.51.100.7"]
+    assert xff(proxied, False) == [b"203.0.113.9, 192.0.2.1"]
+    assert xff(proxied, True) == [b"203.0.113.9, 192.0.2.1, 10.0.0.2"]
+    assert xff(old_edge, True) == []  # an older edge does not say who sent it
 
 
 def test_backoff_is_full_jitter_doubling_to_the_cap_and_resets() -> None:

@@ -50,17 +50,24 @@ async def test_unknown_endpoint_is_404_and_nothing_stored(edge: Relayd) -> None:
     assert response.status_code == 404 and response.json() == {"error": "unknown endpoint"}
     async with httpx.AsyncClient() as client:
         other = await client.post(f"http://{edge.addresses.ingress}/elsewhere", content=b"x")
-        nested = await client.post(f"http://{edge.addresses.ingress}/h/alpha/x", content=b"x")
-    assert other.status_code == 404 and nested.status_code == 404
+        nested = await client.post(f"http://{edge.addresses.ingress}/h/nope/x", content=b"x")
+        no_id = await client.post(f"http://{edge.addresses.ingress}/h//x", content=b"x")
+    assert other.status_code == nested.status_code == no_id.status_code == 404
     assert (await edge.store.counts())["pending"] == 0
 
 
-async def test_other_methods_are_405(edge: Relayd) -> None:
+async def test_patch_and_delete_are_taken_and_other_methods_are_405(edge: Relayd) -> None:
     async with httpx.AsyncClient() as client:
-        for method in ("GET", "DELETE", "PATCH"):
+        for method in ("PATCH", "DELETE"):
+            response = await client.request(method, f"http://{edge.addresses.ingress}/h/alpha",
+                                             content=b"x")
+            assert response.status_code == 202
+            row = await edge.store.get(response.json()["id"])
+            assert row is not None and row["method"] == method
+        for method in ("GET", "HEAD", "OPTIONS"):
             response = await client.request(method, f"http://{edge.addresses.ingress}/h/alpha")
             assert response.status_code == 405
-            assert response.headers["allow"] == "POST, PUT"
+            assert response.headers["allow"] == "POST, PUT, PATCH, DELETE"
 
 
 async def test_body_over_limit_is_413(edge: Relayd) -> None:

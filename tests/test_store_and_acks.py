@@ -143,13 +143,17 @@ def test_prebuilt_envelope_bytes_equal_the_protobuf_message() -> None:
     from relayd.wire import pb
 
     headers = [("content-type", "application/json"), ("x-tag", "a"), ("x-tag", "b")]
-    head = envelope_head("w1", "alpha", 1_700_000_000.123456, headers)
+    head = envelope_head("w1", "alpha", 1_700_000_000.123456, headers, method="PUT",
+                         path="/a%2Fb/\xe9 c", query="x=1%202&y\xff", remote_addr="::1")
     body = bytes(range(256)) * 600  # long enough for multi-byte length varints
     data = stream_response(head, body, "http://dest/alpha", 300)
     expected = pb.WebhookEnvelope(id="w1", endpoint_id="alpha",
                                   destination_url="http://dest/alpha",
                                   headers={"content-type": "application/json", "x-tag": "a, b"},
-                                  payload=body, attempt=300)
+                                  payload=body, attempt=300, method="PUT",
+                                  # received bytes outside 0x21-0x7E go as %XX
+                                  path="/a%2Fb/%E9%20c", query="x=1%202&y%FF",
+                                  remote_addr="::1")
     expected.received_at.FromNanoseconds(1_700_000_000_123_456_000)
     assert pb.StreamResponse.FromString(data) == pb.StreamResponse(webhook=expected)
     empty = pb.StreamResponse.FromString(stream_response(head, b"", "", 1))

@@ -98,7 +98,7 @@ async def test_acking_a_batch_costs_the_same_however_many_are_pending(tmp_path: 
     assert costs[0] == costs[1]
 
 
-async def test_a_schema_2_database_gets_its_counts_on_upgrade(tmp_path: Path) -> None:
+async def test_a_database_from_before_the_counts_gets_them_on_upgrade(tmp_path: Path) -> None:
     path = tmp_path / "relayd.db"
     async with Store.open(path) as store:
         await store.insert_webhooks(webhooks(5))
@@ -107,7 +107,7 @@ async def test_a_schema_2_database_gets_its_counts_on_upgrade(tmp_path: Path) ->
         for trigger in ("insert", "delete", "update"):
             db.execute(f"DROP TRIGGER webhooks_count_{trigger}")
         db.execute("DROP TABLE webhook_counts")
-        db.execute("PRAGMA user_version = 2")
+        db.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION - 1}")
         db.execute("UPDATE webhooks SET status = 'dead_letter' WHERE id = 'w1'")
     async with Store.open(path) as store:
         counts = await store.counts()

@@ -64,7 +64,9 @@ T = TypeVar("T")
 def envelope_bytes(webhook: StoredWebhook, destination_url: str) -> bytes:
     """The serialized ``StreamResponse{webhook}`` that delivers ``webhook`` to the hub."""
     head = webhook.envelope_head or envelope_head(
-        webhook.id, webhook.endpoint_id, webhook.received_at, webhook.headers)
+        webhook.id, webhook.endpoint_id, webhook.received_at, webhook.headers,
+        method=webhook.method, path=webhook.path, query=webhook.query,
+        remote_addr=webhook.remote_addr)
     return stream_response(head, webhook.body, destination_url, webhook.attempts + 1)
 
 

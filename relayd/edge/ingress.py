@@ -1,10 +1,19 @@
-"""The webhook ingress: ``POST /h/{endpoint_id}`` (or PUT) stores a webhook durably.
+"""The webhook ingress: ``POST /h/{endpoint_id}[/{path}][?{query}]`` stores a webhook durably.
 
 Answers ``202 {"id": ...}`` only after the row is committed (see `relayd.edge.ingest`).
-Unknown endpoint 404, body over ``max_body_bytes`` 413 (refused from Content-Length
-before reading, or as soon as a chunked body passes the limit), other methods 405,
-storage unavailable 503, a body not complete within ``body_timeout`` 408. Nothing that
-was not stored is ever answered with a 2xx.
+POST, PUT, PATCH and DELETE are taken (what providers send); GET, HEAD and OPTIONS are
+405: a GET to a webhook URL is a provider's verification handshake, which needs an answer
+from the destination that an asynchronous relay cannot give. Unknown endpoint 404, body
+over ``max_body_bytes`` 413 (refused from Content-Length before reading, or as soon as a
+chunked body passes the limit), storage unavailable 503, a body not complete within
+``body_timeout`` 408. Nothing that was not stored is ever answered with a 2xx.
+
+What the request line said is kept for the hub: the method, the sub-path after
+``/h/{endpoint_id}`` and the query, both byte for byte as received (ASGI ``raw_path`` and
+``query_string``: still percent-encoded), and the sender's address. The sub-path is
+carried, not interpreted, with one exception: a ``.`` or ``..`` segment (also as ``%2E``,
+or hidden behind ``%2F``/``%5C``) is refused with 400, since the destination would
+resolve it against the configured destination path and could be led outside it.
 
 Memory: the bodies being received or waiting for their commit hold at most
 ``max_inflight_bytes`` between them (a `ByteBudget`). A request reserves its announced
@@ -20,6 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from urllib.parse import unquote, unquote_to_bytes
 
 import trio
 
@@ -33,12 +43,43 @@ __all__ = ["IngressApp", "IngressStatistics"]
 
 log = logging.getLogger(__name__)
 
-PATH_PREFIX = "/h/"
-ALLOWED_METHODS = ("POST", "PUT")
+PATH_PREFIX = b"/h/"
+ALLOWED_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+# Path segments a destination resolves rather than takes literally (RFC 3986 5.2.4).
+DOT_SEGMENTS = frozenset({b".", b".."})
 # What a 503 asks the client to wait before retrying.
 RETRY_AFTER_SECONDS = 5
 # Uploads refused for memory: the first is logged, the rest summarised once per interval.
 REFUSAL_LOG_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class _RequestLine:
+    """What the request said besides headers and body; path and query as latin-1 text."""
+
+    method: str
+    path: str
+    query: str
+    remote_addr: str
+
+
+def _split_target(raw_path: bytes) -> tuple[str, bytes] | None:
+    """``(endpoint_id, sub-path)`` of ``/h/{endpoint_id}[/...]``, or None.
+
+    The sub-path is ``b""`` or starts with ``/``, still percent-encoded; the endpoint id is
+    percent-decoded, as it was when only ``scope["path"]`` was read.
+    """
+    if not raw_path.startswith(PATH_PREFIX):
+        return None
+    endpoint, slash, rest = raw_path[len(PATH_PREFIX):].partition(b"/")
+    if not endpoint:
+        return None
+    return unquote(endpoint.decode("latin-1"), errors="replace"), slash + rest
+
+
+def _has_dot_segment(sub_path: bytes) -> bool:
+    decoded = unquote_to_bytes(sub_path).replace(b"\\", b"/")
+    return any(segment in DOT_SEGMENTS for segment in decoded.split(b"/"))
 
 
 class _TooLarge(Exception):
@@ -116,11 +157,11 @@ class IngressApp:
             return
         if scope["type"] != "http":
             return
-        path: str = scope["path"]
-        endpoint_id = path[len(PATH_PREFIX):] if path.startswith(PATH_PREFIX) else ""
-        if not endpoint_id or "/" in endpoint_id:
+        target = _split_target(scope.get("raw_path") or scope["path"].encode())
+        if target is None:
             await send_json(send, 404, {"error": "not found"})
             return
+        endpoint_id, sub_path = target
         if scope["method"] not in ALLOWED_METHODS:
             await send_json(send, 405, {"error": "method not allowed"},
                             [(b"allow", ", ".join(ALLOWED_METHODS).encode())])
@@ -128,6 +169,18 @@ class IngressApp:
         if endpoint_id not in self._endpoints:
             await send_json(send, 404, {"error": "unknown endpoint"})
             return
+        if _has_dot_segment(sub_path):
+            await send_json(send, 400, {"error": "path has a '.' or '..' segment"})
+            return
+        client = scope.get("client")
+        request = _RequestLine(
+            method=scope["method"],
+            # latin-1: one character per byte, so any byte is kept exactly (hypercorn only
+            # lets visible ASCII through in the path; HTTP/2 may bring anything in a query)
+            path=sub_path.decode("latin-1"),
+            query=bytes(scope.get("query_string", b"")).decode("latin-1"),
+            remote_addr=str(client[0]) if client else "",
+        )
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         try:
             declared = next((int(v) for k, v in headers if k == "content-length"), None)
@@ -135,10 +188,10 @@ class IngressApp:
             await send_json(send, 400, {"error": "invalid content-length"})
             return
         with self._budget.hold() as reservation:
-            await self._receive_and_store(scope["method"], endpoint_id, headers, declared,
+            await self._receive_and_store(request, endpoint_id, headers, declared,
                                           reservation, receive, send)
 
-    async def _receive_and_store(self, method: str, endpoint_id: str,
+    async def _receive_and_store(self, request: _RequestLine, endpoint_id: str,
                                  headers: list[tuple[str, str]], declared: int | None,
                                  reservation: Reservation, receive: Receive, send: Send) -> None:
         """Read the body within ``reservation``, commit it, answer; the caller releases."""
@@ -170,10 +223,13 @@ class IngressApp:
         webhook = NewWebhook(
             id=uuid.uuid4().hex,
             endpoint_id=endpoint_id,
-            method=method,
+            method=request.method,
             headers=headers,
             body=body,
             received_at=self._clock(),
+            path=request.path,
+            query=request.query,
+            remote_addr=request.remote_addr,
         )
         try:
             await self._batcher.store(webhook)

@@ -44,6 +44,9 @@ class HubSettings:
     reconnect_initial: float = 1.0
     reconnect_max: float = 60.0
     shutdown_grace: float = 5.0
+    # Off by default: Home Assistant answers 400 to an X-Forwarded-For from a proxy it was
+    # not told to trust (use_x_forwarded_for / trusted_proxies).
+    add_forwarded_for: bool = False
     secret: bytes = field(default=b"", repr=False, metadata={"toml": False})
 
 

@@ -141,8 +141,9 @@ class HubSession:
         self.in_progress.value += 1
         try:
             async with self._limiter:
-                result = await deliver(self._client, url, envelope,
-                                       self._settings.delivery_timeout)
+                result = await deliver(
+                    self._client, url, envelope, self._settings.delivery_timeout,
+                    add_forwarded_for=self._settings.add_forwarded_for)
         finally:
             self.in_progress.value -= 1
         self._log(envelope, result)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14relay/v1/relay.proto\x12\x08relay.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x01\n\rStreamRequest\x12+\n\x07\x63onnect\x18\x01 \x01(\x0b\x32\x18.relay.v1.ConnectRequestH\x00\x12$\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x15.relay.v1.DeliveryAckH\x00\x12(\n\theartbeat\x18\x03 \x01(\x0b\x32\x13.relay.v1.HeartbeatH\x00\x42\t\n\x07message\"\xaa\x01\n\x0eStreamResponse\x12\x35\n\x10\x63onnect_response\x18\x01 \x01(\x0b\x32\x19.relay.v1.ConnectResponseH\x00\x12,\n\x07webhook\x18\x02 \x01(\x0b\x32\x19.relay.v1.WebhookEnvelopeH\x00\x12(\n\theartbeat\x18\x03 \x01(\x0b\x32\x13.relay.v1.HeartbeatH\x00\x42\t\n\x07message\"r\n\x0e\x43onnectRequest\x12\x0e\n\x06hub_id\x18\x01 \x01(\t\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x11\n\tsignature\x18\x03 \x01(\t\x12\x14\n\x0c\x65ndpoint_ids\x18\x04 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t\"1\n\x0f\x43onnectResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"\x1e\n\tHeartbeat\x12\x11\n\ttimestamp\x18\x01 \x01(\x03\"\x87\x02\n\x0fWebhookEnvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\x12\x17\n\x0f\x64\x65stination_url\x18\x03 \x01(\t\x12/\n\x0breceived_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x07headers\x18\x05 \x03(\x0b\x32&.relay.v1.WebhookEnvelope.HeadersEntry\x12\x0f\n\x07payload\x18\x06 \x01(\x0c\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"y\n\x0b\x44\x65liveryAck\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0f\n\x07success\x18\x02 \x01(\x08\x12\x13\n\x0bstatus_code\x18\x03 \x01(\x05\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x19\n\x11permanent_failure\x18\x05 \x01(\x08\x32O\n\x0cRelayService\x12?\n\x06Stream\x12\x17.relay.v1.StreamRequest\x1a\x18.relay.v1.StreamResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14relay/v1/relay.proto\x12\x08relay.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x01\n\rStreamRequest\x12+\n\x07\x63onnect\x18\x01 \x01(\x0b\x32\x18.relay.v1.ConnectRequestH\x00\x12$\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x15.relay.v1.DeliveryAckH\x00\x12(\n\theartbeat\x18\x03 \x01(\x0b\x32\x13.relay.v1.HeartbeatH\x00\x42\t\n\x07message\"\xaa\x01\n\x0eStreamResponse\x12\x35\n\x10\x63onnect_response\x18\x01 \x01(\x0b\x32\x19.relay.v1.ConnectResponseH\x00\x12,\n\x07webhook\x18\x02 \x01(\x0b\x32\x19.relay.v1.WebhookEnvelopeH\x00\x12(\n\theartbeat\x18\x03 \x01(\x0b\x32\x13.relay.v1.HeartbeatH\x00\x42\t\n\x07message\"r\n\x0e\x43onnectRequest\x12\x0e\n\x06hub_id\x18\x01 \x01(\t\x12\x11\n\ttimestamp\x18\x02 \x01(\x03\x12\x11\n\tsignature\x18\x03 \x01(\t\x12\x14\n\x0c\x65ndpoint_ids\x18\x04 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x05 \x03(\t\"1\n\x0f\x43onnectResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"\x1e\n\tHeartbeat\x12\x11\n\ttimestamp\x18\x01 \x01(\x03\"\xc9\x02\n\x0fWebhookEnvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\x12\x17\n\x0f\x64\x65stination_url\x18\x03 \x01(\t\x12/\n\x0breceived_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x07headers\x18\x05 \x03(\x0b\x32&.relay.v1.WebhookEnvelope.HeadersEntry\x12\x0f\n\x07payload\x18\x06 \x01(\x0c\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x12\x0e\n\x06method\x18\x08 \x01(\t\x12\x0c\n\x04path\x18\t \x01(\t\x12\r\n\x05query\x18\n \x01(\t\x12\x13\n\x0bremote_addr\x18\x0b \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"y\n\x0b\x44\x65liveryAck\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12\x0f\n\x07success\x18\x02 \x01(\x08\x12\x13\n\x0bstatus_code\x18\x03 \x01(\x05\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x19\n\x11permanent_failure\x18\x05 \x01(\x08\x32O\n\x0cRelayService\x12?\n\x06Stream\x12\x17.relay.v1.StreamRequest\x1a\x18.relay.v1.StreamResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,11 +45,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEAT']._serialized_start=561
   _globals['_HEARTBEAT']._serialized_end=591
   _globals['_WEBHOOKENVELOPE']._serialized_start=594
-  _globals['_WEBHOOKENVELOPE']._serialized_end=857
-  _globals['_WEBHOOKENVELOPE_HEADERSENTRY']._serialized_start=811
-  _globals['_WEBHOOKENVELOPE_HEADERSENTRY']._serialized_end=857
-  _globals['_DELIVERYACK']._serialized_start=859
-  _globals['_DELIVERYACK']._serialized_end=980
-  _globals['_RELAYSERVICE']._serialized_start=982
-  _globals['_RELAYSERVICE']._serialized_end=1061
+  _globals['_WEBHOOKENVELOPE']._serialized_end=923
+  _globals['_WEBHOOKENVELOPE_HEADERSENTRY']._serialized_start=877
+  _globals['_WEBHOOKENVELOPE_HEADERSENTRY']._serialized_end=923
+  _globals['_DELIVERYACK']._serialized_start=925
+  _globals['_DELIVERYACK']._serialized_end=1046
+  _globals['_RELAYSERVICE']._serialized_start=1048
+  _globals['_RELAYSERVICE']._serialized_end=1127
 # @@protoc_insertion_point(module_scope)

@@ -58,7 +58,7 @@ class Heartbeat(_message.Message):
     def __init__(self, timestamp: _Optional[int] = ...) -> None: ...
 
 class WebhookEnvelope(_message.Message):
-    __slots__ = ("id", "endpoint_id", "destination_url", "received_at", "headers", "payload", "attempt")
+    __slots__ = ("id", "endpoint_id", "destination_url", "received_at", "headers", "payload", "attempt", "method", "path", "query", "remote_addr")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,10 @@ class WebhookEnvelope(_message.Message):
     HEADERS_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_ADDR_FIELD_NUMBER: _ClassVar[int]
     id: str
     endpoint_id: str
     destination_url: str
@@ -80,7 +84,11 @@ class WebhookEnvelope(_message.Message):
     headers: _containers.ScalarMap[str, str]
     payload: bytes
     attempt: int
-    def __init__(self, id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., destination_url: _Optional[str] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., headers: _Optional[_Mapping[str, str]] = ..., payload: _Optional[bytes] = ..., attempt: _Optional[int] = ...) -> None: ...
+    method: str
+    path: str
+    query: str
+    remote_addr: str
+    def __init__(self, id: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., destination_url: _Optional[str] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., headers: _Optional[_Mapping[str, str]] = ..., payload: _Optional[bytes] = ..., attempt: _Optional[int] = ..., method: _Optional[str] = ..., path: _Optional[str] = ..., query: _Optional[str] = ..., remote_addr: _Optional[str] = ...) -> None: ...
 
 class DeliveryAck(_message.Message):
     __slots__ = ("webhook_id", "success", "status_code", "error_message", "permanent_failure")

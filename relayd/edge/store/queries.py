@@ -20,7 +20,7 @@ def next_pending(conn: sqlite3.Connection, wanted: Sequence[tuple[str, int, int]
     for endpoint_id, after_seq, limit in wanted:
         rows = conn.execute(
             "SELECT seq, id, endpoint_id, method, headers, body, received_at, attempts, "
-            "next_attempt_at, envelope_head FROM webhooks "
+            "next_attempt_at, envelope_head, path, query, remote_addr FROM webhooks "
             "WHERE endpoint_id = ? AND status = ? AND seq > ? ORDER BY seq LIMIT ?",
             (endpoint_id, PENDING, after_seq, limit),
         ).fetchall()

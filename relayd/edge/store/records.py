@@ -29,7 +29,12 @@ STATUSES = (PENDING, DELIVERED, FAILED, DEAD_LETTER)
 
 @dataclass(frozen=True)
 class NewWebhook:
-    """A webhook as the ingress received it, about to be stored."""
+    """A webhook as the ingress received it, about to be stored.
+
+    ``path`` (what followed ``/h/{endpoint_id}``) and ``query`` are the received bytes as
+    latin-1 text (one character per byte: exact for any byte, readable for the ASCII
+    that nearly every request target is); so are the header names and values.
+    """
 
     id: str
     endpoint_id: str
@@ -37,6 +42,9 @@ class NewWebhook:
     headers: Sequence[tuple[str, str]]
     body: bytes
     received_at: float
+    path: str = ""
+    query: str = ""
+    remote_addr: str = ""
 
 
 class StoredWebhook(NamedTuple):
@@ -51,9 +59,13 @@ class StoredWebhook(NamedTuple):
     received_at: float
     attempts: int
     next_attempt_at: float
-    # id, endpoint, arrival time and headers already serialized (relayd.edge.envelopes);
-    # None for a row written without it (by another program, or before schema 2).
+    # id, endpoint, arrival time, headers and request line already serialized
+    # (relayd.edge.envelopes); None for a row written without it (by another program, or
+    # before schema 3).
     envelope_head: bytes | None = None
+    path: str = ""  # latin-1 text of the received bytes, like `NewWebhook`'s
+    query: str = ""
+    remote_addr: str = ""
 
     @property
     def headers(self) -> tuple[tuple[str, str], ...]:

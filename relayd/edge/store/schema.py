@@ -11,7 +11,7 @@ from relayd.edge.store.records import STATUSES
 
 __all__ = ["SCHEMA_VERSION", "connect", "migrate"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
@@ -75,8 +75,20 @@ def migrate(db: sqlite_utils.Database) -> None:
             db.execute("PRAGMA user_version = 2")
     if version < 3:
         with db.atomic():
-            _count_by_status(db)
+            # The request line beyond the method (relayd.edge.ingress): path and query are
+            # latin-1 text of the received bytes. Rows from before have none: "" is what
+            # the hub reads as "the destination as configured".
+            for column in ("path", "query", "remote_addr"):
+                db.execute(f"ALTER TABLE webhooks ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+            # A v2 envelope head has no method, so the hub would POST it; a pending PUT
+            # gets its head rebuilt at dispatch (from the columns) and goes as a PUT.
+            db.execute("UPDATE webhooks SET envelope_head = NULL "
+                       "WHERE status = 'pending' AND method != 'POST'")
             db.execute("PRAGMA user_version = 3")
+    if version < 4:
+        with db.atomic():
+            _count_by_status(db)
+            db.execute("PRAGMA user_version = 4")
 
 
 def _count_by_status(db: sqlite_utils.Database) -> None:

@@ -107,7 +107,12 @@ class Store:
                 "attempts": 0,
                 "next_attempt_at": 0.0,
                 "updated_at": w.received_at,
-                "envelope_head": envelope_head(w.id, w.endpoint_id, w.received_at, w.headers),
+                "envelope_head": envelope_head(w.id, w.endpoint_id, w.received_at, w.headers,
+                                               method=w.method, path=w.path, query=w.query,
+                                               remote_addr=w.remote_addr),
+                "path": w.path,
+                "query": w.query,
+                "remote_addr": w.remote_addr,
             }
             for w in webhooks
         ]
