@@ -7,6 +7,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from relayd.edge.store import retention
 from relayd.edge.store.records import STATUSES
 
 __all__ = ["SCHEMA_VERSION", "connect", "migrate"]
@@ -19,10 +20,16 @@ def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
 
     ``synchronous=FULL``: an acknowledged webhook survives a power loss, not only a
     process crash. ``busy_timeout`` is how long it waits on a lock held by another
-    process before the statement fails.
+    process before the statement fails. A new database gets ``auto_vacuum=INCREMENTAL``.
     """
+    # SQLite writes nothing into a new file before its first table (or WAL mode) is set.
+    new = not path.exists() or path.stat().st_size == 0
     conn = sqlite3.connect(path, check_same_thread=False, timeout=busy_timeout)
     try:
+        if new:
+            # Only possible before the first table: retention can then give deleted rows'
+            # space back. An existing database keeps its mode (no VACUUM: see `retention`).
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
     except BaseException:
@@ -89,13 +96,15 @@ def migrate(db: sqlite_utils.Database) -> None:
         with db.atomic():
             _count_by_status(db)
             db.execute("PRAGMA user_version = 4")
+    _retention_indexes(db)
 
 
 def _count_by_status(db: sqlite_utils.Database) -> None:
     """``webhook_counts``: rows per status, kept by triggers in the writing transaction.
 
-    Status and metrics read four rows instead of counting the table, which only grows
-    (``GROUP BY status`` over the status index took 50-57 ms at 1M rows, every scrape).
+    Status and metrics read four rows instead of counting the table, which holds a week of
+    webhooks by default (``store.keep_delivered``), or all of them (``GROUP BY status`` over
+    the status index took 50-57 ms at 1M rows, every scrape).
     Triggers rather than counting in the Store: any writer keeps them right, and a
     rolled-back write rolls its counts back. Cost: about 1 us of SQLite per row written.
     """
@@ -112,3 +121,12 @@ def _count_by_status(db: sqlite_utils.Database) -> None:
                "WHEN OLD.status IS NOT NEW.status BEGIN "
                "UPDATE webhook_counts SET n = n - 1 WHERE status = OLD.status; "
                "UPDATE webhook_counts SET n = n + 1 WHERE status = NEW.status; END")
+
+
+def _retention_indexes(db: sqlite_utils.Database) -> None:
+    # Not a numbered step: idempotent (IF NOT EXISTS), so it needs no schema version of
+    # its own, and a database from before it gets the indexes on its next start (a scan
+    # of the table, once).
+    with db.atomic():
+        for statement in retention.INDEXES:
+            db.execute(statement)
