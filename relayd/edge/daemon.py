@@ -101,6 +101,11 @@ class Relayd:
             self.store = store
             if not cfg.endpoints:
                 log.warning("no [[endpoints]] configured: every webhook will be answered 404")
+            unverified = [ep.id for ep in cfg.endpoints if ep.verify is None]
+            if unverified:
+                log.warning("endpoints without sender verification (whoever knows the URL can "
+                            "have a webhook stored; see [[endpoints]] verify): %s",
+                            ", ".join(unverified))
             await self._warn_orphans(store)
             async with trio.open_nursery() as root:
                 dispatcher = self.dispatcher = Dispatcher(
@@ -229,7 +234,8 @@ class Relayd:
         cfg = self.config
         app = IngressApp(cfg.endpoints, batcher, max_body_bytes=cfg.ingress.max_body_bytes,
                          max_inflight_bytes=cfg.ingress.max_inflight_bytes,
-                         body_timeout=cfg.ingress.read_timeout)
+                         body_timeout=cfg.ingress.read_timeout,
+                         on_rejected=self.activity.webhook_rejected)
         try:
             await serve_http(self.activity.count_responses(app), cfg.ingress.listen,
                              name="ingress",
