@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from relayd.edge.config import ConfigError, load_config
+from relayd.edge.config import VERIFY_SCHEMES, ConfigError, load_config, parse_config
 from relayd.edge.verify import build_verifier
 from tests.test_verify import GITHUB_BODY, GITHUB_SECRET, GITHUB_SIGNATURE
 
@@ -133,3 +134,23 @@ def test_a_standard_webhooks_secret_that_is_not_base64_is_refused_unshown(
         load_config(path, environ={**ENV, "S": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n"
                                                "whsec_not*base64"})
     assert "not*base64" not in str(info.value)
+
+
+def test_the_commented_examples_in_conf_are_valid() -> None:
+    conf = (Path(__file__).resolve().parents[1] / "conf" / "relayd.toml").read_text()
+    examples = conf[conf.index("# Sender verification"):]
+    blocks: list[list[str]] = []
+    for line in examples.splitlines():
+        match = re.match(r"^# (\w+ = .*)$", line)
+        if match and match.group(1).startswith("verify ="):
+            blocks.append([])
+        if match:
+            blocks[-1].append(match.group(1))
+    schemes = []
+    for block in blocks:
+        text = ENDPOINT + "\n".join(block) + "\n"
+        raw = tomllib.loads('[hub]\nsecret_file = ""\n' + text)
+        endpoint = parse_config(raw, environ=ENV, load_secret=False).endpoints[0]
+        assert endpoint.verify is not None
+        schemes.append(endpoint.verify.scheme)
+    assert sorted(schemes) == sorted(VERIFY_SCHEMES)
