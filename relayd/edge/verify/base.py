@@ -32,6 +32,7 @@ __all__ = [
     "check_fresh",
     "decode_signature",
     "hmac_sha256",
+    "keyed",
     "one_header",
     "parse_timestamp",
 ]
@@ -94,8 +95,16 @@ def one_header(headers: Headers, name: str, *, missing: str = MISSING_SIGNATURE,
     return values[0]
 
 
-def hmac_sha256(key: bytes, *parts: bytes) -> bytes:
-    mac = hmac.new(key, digestmod=hashlib.sha256)
+def keyed(keys: Iterable[bytes]) -> tuple[hmac.HMAC, ...]:
+    """An HMAC-SHA256 already keyed with each key: copying one per request skips the key
+    setup, which costs more than hashing a typical webhook (measured here: a third less)."""
+    return tuple(hmac.new(key, digestmod=hashlib.sha256) for key in keys)
+
+
+def hmac_sha256(mac: hmac.HMAC, *parts: bytes) -> bytes:
+    """The digest of ``parts`` concatenated (without copying them together), under the key
+    ``mac`` was built with (`keyed`)."""
+    mac = mac.copy()
     for part in parts:
         mac.update(part)
     return mac.digest()

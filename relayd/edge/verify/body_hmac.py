@@ -20,6 +20,7 @@ from relayd.edge.verify.base import (
     any_equal,
     decode_signature,
     hmac_sha256,
+    keyed,
     one_header,
 )
 
@@ -32,7 +33,7 @@ GITHUB_PREFIX = "sha256="
 class BodyHmac(Verifier):
     def __init__(self, keys: Sequence[bytes], *, header: str, prefix: str = "",
                  encoding: str = "hex") -> None:
-        self._keys = tuple(keys)
+        self._macs = keyed(keys)
         self._header = header
         self._prefix = prefix
         self._encoding = encoding
@@ -44,5 +45,5 @@ class BodyHmac(Verifier):
         received = decode_signature(value[len(self._prefix):], self._encoding)
         if received is None:
             raise Rejected(MALFORMED_SIGNATURE)
-        if not any_equal([received], [hmac_sha256(key, body) for key in self._keys]):
+        if not any_equal([received], [hmac_sha256(mac, body) for mac in self._macs]):
             raise Rejected(SIGNATURE_MISMATCH)

@@ -19,6 +19,7 @@ from relayd.edge.verify.base import (
     check_fresh,
     decode_signature,
     hmac_sha256,
+    keyed,
     one_header,
     parse_timestamp,
 )
@@ -32,7 +33,7 @@ VERSION = "v0"
 
 class SlackSignature(Verifier):
     def __init__(self, keys: Sequence[bytes], *, tolerance: float) -> None:
-        self._keys = tuple(keys)
+        self._macs = keyed(keys)
         self._tolerance = tolerance
 
     def check(self, headers: Headers, query: str, body: bytes, now: float) -> None:
@@ -44,6 +45,6 @@ class SlackSignature(Verifier):
         if received is None:
             raise Rejected(MALFORMED_SIGNATURE)
         signed = f"{VERSION}:{timestamp}:".encode("latin-1")
-        if not any_equal([received], [hmac_sha256(key, signed, body) for key in self._keys]):
+        if not any_equal([received], [hmac_sha256(mac, signed, body) for mac in self._macs]):
             raise Rejected(SIGNATURE_MISMATCH)
         check_fresh(seconds, now, self._tolerance)

@@ -23,6 +23,7 @@ from relayd.edge.verify.base import (
     check_fresh,
     decode_signature,
     hmac_sha256,
+    keyed,
     one_header,
     parse_timestamp,
 )
@@ -34,7 +35,7 @@ HEADER_PREFIXES = ("webhook-", "svix-")
 
 class StandardWebhooks(Verifier):
     def __init__(self, keys: Sequence[bytes], *, tolerance: float) -> None:
-        self._keys = tuple(keys)
+        self._macs = keyed(keys)
         self._tolerance = tolerance
 
     def check(self, headers: Headers, query: str, body: bytes, now: float) -> None:
@@ -53,6 +54,6 @@ class StandardWebhooks(Verifier):
         if not signatures:
             raise Rejected(MALFORMED_SIGNATURE)
         signed = f"{msg_id}.{timestamp}.".encode("latin-1")
-        if not any_equal(signatures, [hmac_sha256(key, signed, body) for key in self._keys]):
+        if not any_equal(signatures, [hmac_sha256(mac, signed, body) for mac in self._macs]):
             raise Rejected(SIGNATURE_MISMATCH)
         check_fresh(seconds, now, self._tolerance)

@@ -22,6 +22,7 @@ from relayd.edge.verify.base import (
     check_fresh,
     decode_signature,
     hmac_sha256,
+    keyed,
     one_header,
     parse_timestamp,
 )
@@ -33,7 +34,7 @@ HEADER = "stripe-signature"
 
 class StripeSignature(Verifier):
     def __init__(self, keys: Sequence[bytes], *, tolerance: float) -> None:
-        self._keys = tuple(keys)
+        self._macs = keyed(keys)
         self._tolerance = tolerance
 
     def check(self, headers: Headers, query: str, body: bytes, now: float) -> None:
@@ -51,7 +52,7 @@ class StripeSignature(Verifier):
             raise Rejected(MALFORMED_SIGNATURE)
         seconds = parse_timestamp(timestamp)
         signed = (timestamp + ".").encode("latin-1")
-        if not any_equal(signatures, [hmac_sha256(key, signed, body) for key in self._keys]):
+        if not any_equal(signatures, [hmac_sha256(mac, signed, body) for mac in self._macs]):
             raise Rejected(SIGNATURE_MISMATCH)
         # after the signature: a stale one is then an authentic webhook replayed or delayed
         check_fresh(seconds, now, self._tolerance)
