@@ -90,6 +90,7 @@ def test_relayctl_loads_the_config_without_reading_endpoint_secrets(tmp_path: Pa
          "endpoints[0].verify: unknown scheme 'gitlab' (known: github, hmac-sha256, slack, "
          "standard-webhooks, stripe, token)"),
         ("verify = 1\nsecret_env = \"S\"\n", "endpoints[0].verify: unknown scheme 1"),
+        ("verify = []\nsecret_env = \"S\"\n", "endpoints[0].verify: unknown scheme []"),
         ('verify = "github"\n',
          "endpoints[0].secret_file: verify = 'github' needs one secret source: secret_file "
          "or secret_env (not both)"),

@@ -334,7 +334,7 @@ def _verification(key: str, table: dict[str, Any], base_dir: Path,
     if scheme is None:
         raise ConfigError(f"{key}.{next(iter(table))}: only used with verify = \"<scheme>\" "
                           f"(schemes: {', '.join(sorted(VERIFY_SCHEMES))})")
-    if scheme not in VERIFY_SCHEMES:
+    if not isinstance(scheme, str) or scheme not in VERIFY_SCHEMES:
         raise ConfigError(f"{key}.verify: unknown scheme {scheme!r} "
                           f"(known: {', '.join(sorted(VERIFY_SCHEMES))})")
     takes = VERIFY_SCHEMES[scheme] | SECRET_KEYS
