@@ -4,6 +4,8 @@ Every section is a frozen dataclass. Unknown keys and bad values raise `ConfigEr
 naming the key (``relay.stale_timeout: must be > 0``). Durations are seconds (floats
 allowed). The hub secret never lives in the TOML: it is read from ``hub.secret_file`` or
 the ``RELAYD_HUB_SECRET`` environment variable, and is kept out of ``repr``.
+So are the endpoints' verification secrets (`Verification`: a file, or an environment
+variable the config names).
 """
 
 from __future__ import annotations
