@@ -15,7 +15,6 @@ import trio
 
 from relayd.common.signing import sign
 from relayd.edge.config import Config, Endpoint, ListenAddress, parse_config
-from relayd.edge.daemon import Relayd
 from relayd.hub.config import HubConfig, parse_hub_config
 from relayd.transport.client import ConnectionLost, open_relay_stream
 from relayd.wire import pb
@@ -178,21 +177,6 @@ async def wait_for(predicate: Any, *, within: float = 5.0, step: float = 0.01) -
             if result:
                 return
             await trio.sleep(step)
-
-
-async def wait_settled(edge: Relayd) -> None:
-    """Wait until nothing is pending in ``edge``'s database (every ack received is written).
-
-    ``in_flight == 0`` is not that: a delivered webhook leaves its window when its ack
-    arrives, before the ack writer commits it.
-    """
-    store = edge.store
-    assert store is not None
-
-    async def settled() -> bool:
-        return (await store.counts())["pending"] == 0
-
-    await wait_for(settled)
 
 
 def make_hub_config(edge: ListenAddress, destinations: dict[str, str] | None = None,

@@ -13,7 +13,7 @@ import trio
 from relayd.edge.daemon import Relayd
 from tests.conftest import start_edge
 from tests.db import open_db
-from tests.helpers import TestHub, post, wait_for, wait_settled
+from tests.helpers import TestHub, post, wait_for
 
 
 async def stored_status(edge: Relayd, webhook_id: str) -> str:
@@ -42,7 +42,11 @@ async def test_acks_update_webhook_status_in_database(edge: Relayd) -> None:
         assert got == {ok, bad}
         await hub.ack(ok, status_code=204)
         await hub.ack(bad, success=False, status_code=404, error="not found", permanent=True)
-        await wait_settled(edge)
+        # a success frees its slot on arrival; its row is written by the ack writer after
+        async def both_recorded() -> bool:
+            return (await stored_status(edge, ok), await stored_status(edge, bad)) \
+                == ("delivered", "failed")
+        await wait_for(both_recorded)
     row = await edge.store.get(ok)
     assert row["status"] == "delivered" and row["delivered_at"] and row["last_status_code"] == 204
     row = await edge.store.get(bad)
@@ -66,7 +70,10 @@ async def test_order_per_endpoint_kept_under_transient_failure(edge: Relayd) -> 
                     await hub.ack(webhook.id, success=False, status_code=503, error="busy")
                 else:
                     await hub.ack(webhook.id)
-        await wait_settled(edge)
+        # a success frees its slot on arrival; its row is written by the ack writer after
+        async def retried_one_recorded() -> bool:
+            return await stored_status(edge, a[0]) == "delivered"
+        await wait_for(retried_one_recorded)
     order_a = [(wid, attempt) for wid, attempt in seen if wid in a]
     assert order_a == [(a[0], 1), (a[0], 2), (a[1], 1), (a[2], 1)]
     # beta is independent: it did not wait for alpha's backoff
