@@ -4,7 +4,9 @@
 - `records`: the values it takes and returns;
 - `schema`: tables, migrations, connection settings (``synchronous=FULL``);
 - `acks`: the ack state machine (pending -> delivered / failed / dead letter, retries);
-- `queries`: the reads (what to dispatch next, status counts).
+- `requeue`: an operator's retry (the same webhook again) and replay (a copy);
+- `stats`: per-endpoint last delivery and last error, written with the acks;
+- `queries`: the reads (what to dispatch next, status counts, listings).
 
 Durability: every commit is fsynced before the ingress answers 202, so an acknowledged
 webhook survives a power loss, not just a process crash; group commit keeps the fsync
@@ -12,22 +14,34 @@ cost per batch, not per webhook.
 """
 
 from relayd.edge.store.records import (
+    RETRYABLE,
     STATUSES,
     AckOutcome,
     AckRecord,
+    EndpointState,
+    LastError,
     NewWebhook,
+    Requeued,
     RetryPolicy,
     StoredWebhook,
+    WebhookDetail,
+    WebhookInfo,
 )
 from relayd.edge.store.store import Store, retry_policy
 
 __all__ = [
+    "RETRYABLE",
     "STATUSES",
     "AckOutcome",
     "AckRecord",
+    "EndpointState",
+    "LastError",
     "NewWebhook",
+    "Requeued",
     "RetryPolicy",
     "Store",
     "StoredWebhook",
+    "WebhookDetail",
+    "WebhookInfo",
     "retry_policy",
 ]

@@ -16,23 +16,29 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import ExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 import trio
 
 from relayd.edge.config import RelayConfig, StoreConfig
 from relayd.edge.envelopes import envelope_head
-from relayd.edge.store import acks, queries, schema
+from relayd.edge.store import acks, queries, requeue, schema
 from relayd.edge.store.records import (
     PENDING,
     AckOutcome,
     AckRecord,
+    EndpointState,
     NewWebhook,
+    Requeued,
     RetryPolicy,
     StoredWebhook,
+    WebhookDetail,
+    WebhookInfo,
 )
 
 __all__ = ["Store", "retry_policy"]
@@ -95,27 +101,7 @@ class Store:
 
     async def insert_webhooks(self, webhooks: Sequence[NewWebhook]) -> None:
         """Store ``webhooks`` in one committed transaction (group commit)."""
-        rows = [
-            {
-                "id": w.id,
-                "endpoint_id": w.endpoint_id,
-                "method": w.method,
-                "headers": json.dumps(list(w.headers)),
-                "body": w.body,
-                "received_at": w.received_at,
-                "status": PENDING,
-                "attempts": 0,
-                "next_attempt_at": 0.0,
-                "updated_at": w.received_at,
-                "envelope_head": envelope_head(w.id, w.endpoint_id, w.received_at, w.headers,
-                                               method=w.method, path=w.path, query=w.query,
-                                               remote_addr=w.remote_addr),
-                "path": w.path,
-                "query": w.query,
-                "remote_addr": w.remote_addr,
-            }
-            for w in webhooks
-        ]
+        rows = [_row(w) for w in webhooks]
 
         def insert() -> None:
             db = self._write_db
@@ -145,6 +131,57 @@ class Store:
         async with self._write_lock:
             return await trio.to_thread.run_sync(expire)
 
+    async def retry_webhook(self, webhook_id: str, now: float) -> Requeued | None:
+        """Make ``webhook_id`` pending again, without backoff (see `requeue`).
+
+        None if there is no such webhook or it is delivered.
+        """
+        def retry() -> Requeued | None:
+            with self._write_db.atomic():
+                return requeue.retry_one(self._write_db.conn, webhook_id, now)
+
+        async with self._write_lock:
+            return await trio.to_thread.run_sync(retry)
+
+    async def retry_endpoint(self, endpoint_id: str, statuses: Sequence[str], now: float,
+                             on_chunk: Callable[[list[Requeued]], None]) -> int:
+        """Retry every webhook of ``endpoint_id`` in ``statuses``; return how many.
+
+        One transaction per `requeue.RETRY_CHUNK` webhooks (the writer is free in between);
+        ``on_chunk`` gets each committed chunk, in seq order within a status.
+        """
+        total = 0
+        for status in statuses:
+            after = 0
+            while True:
+                def chunk(after_seq: int = after, status: str = status) -> list[Requeued]:
+                    with self._write_db.atomic():
+                        return requeue.retry_after(self._write_db.conn, endpoint_id, status,
+                                                   after_seq, now)
+
+                async with self._write_lock:
+                    done = await trio.to_thread.run_sync(chunk)
+                if not done:
+                    break
+                total += len(done)
+                on_chunk(done)
+                after = done[-1].seq
+        return total
+
+    async def replay(self, webhook_id: str, new_id: str, now: float) -> WebhookInfo | None:
+        """Store a copy of ``webhook_id`` as the new webhook ``new_id``; None if no such one."""
+        def replay() -> WebhookInfo | None:
+            db = self._write_db
+            with db.atomic():
+                copy = requeue.replay_source(db.conn, webhook_id, new_id, now)
+                if copy is None:
+                    return None
+                db.table("webhooks").insert(_row(copy))
+                return queries.webhook_info(db.conn, new_id)
+
+        async with self._write_lock:
+            return await trio.to_thread.run_sync(replay)
+
     # -- reads ----------------------------------------------------------------
 
     async def next_pending(
@@ -168,8 +205,56 @@ class Store:
         async with self._status_lock:
             return await trio.to_thread.run_sync(queries.get, self._read_status, webhook_id)
 
+    async def list_webhooks(self, *, status: str | None = None, endpoint_id: str | None = None,
+                            before: int | None = None, limit: int) -> list[WebhookInfo]:
+        """Up to ``limit`` webhooks below seq ``before``, newest first (`queries`)."""
+        async with self._status_lock:
+            return await trio.to_thread.run_sync(partial(
+                queries.list_webhooks, self._read_status, status=status,
+                endpoint_id=endpoint_id, before=before, limit=limit))
+
+    async def webhook_info(self, webhook_id: str) -> WebhookInfo | None:
+        async with self._status_lock:
+            return await trio.to_thread.run_sync(queries.webhook_info, self._read_status,
+                                                 webhook_id)
+
+    async def webhook_detail(self, webhook_id: str) -> WebhookDetail | None:
+        async with self._status_lock:
+            return await trio.to_thread.run_sync(queries.webhook_detail, self._read_status,
+                                                 webhook_id)
+
+    async def endpoint_states(self, endpoint_ids: Sequence[str], now: float
+                              ) -> dict[str, EndpointState]:
+        """Counts, first pending, next retry, last delivery and last error per endpoint."""
+        async with self._status_lock:
+            return await trio.to_thread.run_sync(queries.endpoint_states, self._read_status,
+                                                 endpoint_ids, now)
+
     async def pending_outside(self, endpoint_ids: Sequence[str]) -> dict[str, int]:
         """Pending counts for endpoints that are not in ``endpoint_ids`` (orphans)."""
         async with self._status_lock:
             return await trio.to_thread.run_sync(queries.pending_outside, self._read_status,
                                                  endpoint_ids)
+
+
+def _row(w: NewWebhook) -> dict[str, Any]:
+    """The table row that stores ``w``."""
+    return {
+        "id": w.id,
+        "endpoint_id": w.endpoint_id,
+        "method": w.method,
+        "headers": json.dumps(list(w.headers)),
+        "body": w.body,
+        "received_at": w.received_at,
+        "status": PENDING,
+        "attempts": 0,
+        "next_attempt_at": 0.0,
+        "updated_at": w.received_at,
+        "envelope_head": envelope_head(w.id, w.endpoint_id, w.received_at, w.headers,
+                                       method=w.method, path=w.path, query=w.query,
+                                       remote_addr=w.remote_addr),
+        "path": w.path,
+        "query": w.query,
+        "remote_addr": w.remote_addr,
+        "replay_of": w.replay_of,
+    }
