@@ -22,8 +22,9 @@ async def edge(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Relayd]:
 
 async def start_edge(nursery: trio.Nursery, tmp_path: Path, *,
                      store: dict[str, object] | None = None,
-                     ingress: dict[str, object] | None = None, **relay: object) -> Relayd:
-    daemon = Relayd(make_config(tmp_path, store=store, ingress=ingress, **relay))
+                     ingress: dict[str, object] | None = None,
+                     admin: dict[str, object] | None = None, **relay: object) -> Relayd:
+    daemon = Relayd(make_config(tmp_path, store=store, ingress=ingress, admin=admin, **relay))
     await nursery.start(daemon.run)
     return daemon
 

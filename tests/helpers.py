@@ -27,7 +27,8 @@ CONNECT_TIMEOUT = 10.0
 
 
 def make_config(tmp_path: Path, *, store: dict[str, Any] | None = None,
-                ingress: dict[str, Any] | None = None, **relay: Any) -> Config:
+                ingress: dict[str, Any] | None = None, admin: dict[str, Any] | None = None,
+                **relay: Any) -> Config:
     """A config on loopback with free ports, short timers and three endpoints."""
     relay_table = {
         "grpc_listen": "127.0.0.1:0",
@@ -42,7 +43,7 @@ def make_config(tmp_path: Path, *, store: dict[str, Any] | None = None,
     raw = {
         "relay": relay_table,
         "ingress": {"listen": "127.0.0.1:0", "max_body_bytes": 65536, **(ingress or {})},
-        "admin": {"listen": "127.0.0.1:0"},
+        "admin": {"listen": "127.0.0.1:0", **(admin or {})},
         "store": {"path": str(tmp_path / "relayd.db"), **(store or {})},
         "hub": {"id": HUB_ID, "secret_file": ""},
         "endpoints": [

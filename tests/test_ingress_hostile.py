@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h2.config
+import h2.connection
 import httpx
+import pytest
 import trio
 
 from relayd.edge.daemon import Relayd
@@ -90,3 +93,28 @@ async def test_a_thousand_concurrent_connections_all_answered(edge: Relayd) -> N
     assert codes.count(202) == 1000
     assert (await edge.store.counts())["pending"] == 1000
     assert (await post(edge.addresses.ingress, "alpha", b"after")).status_code == 202
+
+
+async def test_a_request_hypercorn_cannot_parse_ends_only_its_connection(
+    nursery: trio.Nursery, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # hypercorn decodes an HTTP/2 :path as ASCII before the app sees it; a UTF-8 byte in it
+    # raised UnicodeDecodeError out of the connection and stopped relayd
+    edge = await start_edge(nursery, tmp_path)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                                validate_outbound_headers=False))
+    conn.initiate_connection()
+    conn.send_headers(1, [(b":method", b"POST"), (b":scheme", b"http"),
+                          (b":authority", b"relay"), (b":path", b"/h/alpha/\xc3\xa9")],
+                      end_stream=True)
+    stream = await trio.open_tcp_stream(edge.addresses.ingress.host, edge.addresses.ingress.port)
+    async with stream:
+        await stream.send_all(conn.data_to_send())
+        with trio.fail_after(5):
+            try:
+                while await stream.receive_some(65536):
+                    pass
+            except trio.BrokenResourceError:
+                pass  # the edge may reset the connection: it is the expected outcome
+    assert (await post(edge.addresses.ingress, "alpha")).status_code == 202
+    assert "ingress connection closed: the HTTP server could not handle" in caplog.text

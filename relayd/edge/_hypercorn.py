@@ -17,6 +17,8 @@ upgrade is a conscious act: re-read the code named above (and ``worker_serve``, 
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,7 +29,14 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
+from relayd.common.runner import describe
+
 __all__ = ["HYPERCORN_VERSION", "RELIED_SOURCE_SHA256", "HypercornConnections"]
+
+log = logging.getLogger(__name__)
+
+# At most one log line per this many seconds about connections hypercorn could not parse.
+PARSE_ERROR_LOG_SECONDS = 10.0
 
 # The hypercorn release this module was written against (pinned in pyproject.toml).
 HYPERCORN_VERSION = "0.17.3"
@@ -66,16 +75,36 @@ class HypercornConnections:
     The ASGI lifespan protocol is not run: relayd's apps have nothing to start or stop.
     """
 
-    def __init__(self, app: Callable[..., Awaitable[None]], config: Config) -> None:
+    def __init__(self, app: Callable[..., Awaitable[None]], config: Config, name: str) -> None:
+        self._name = name
+        self._parse_errors = 0
+        self._next_parse_error_log = -math.inf
         self._app = wrap_app(app, config.wsgi_max_body_size, "asgi")
         self._config = config
         # max_requests=None: the worker never asks to be restarted
         self._context = WorkerContext(None)
 
     async def serve(self, stream: trio.SocketStream) -> None:
-        """Serve one connection until it closes; OSErrors end it quietly (hypercorn's choice)."""
+        """Serve one connection until it closes; whatever ends it stays inside it.
+
+        OSErrors end it quietly (hypercorn's choice); an app's exception is answered 500 by
+        hypercorn. What is left is hypercorn failing on what the client sent (e.g. an
+        HTTP/2 ``:path`` that is not ASCII raises UnicodeDecodeError in its parser): that
+        closes this connection, is logged (at most once per `PARSE_ERROR_LOG_SECONDS`,
+        with a count) and never reaches the listener.
+        """
         state: dict[str, Any] = {}
-        await _TCPServer(self._app, self._config, self._context, ConnectionState(state), stream)
+        try:
+            await _TCPServer(self._app, self._config, self._context, ConnectionState(state),
+                             stream)
+        except Exception as exc:
+            self._parse_errors += 1
+            now = trio.current_time()
+            if now >= self._next_parse_error_log:
+                self._next_parse_error_log = now + PARSE_ERROR_LOG_SECONDS
+                log.warning("%s connection closed: the HTTP server could not handle what the "
+                            "client sent (%s; %d such connections so far)",
+                            self._name, describe(exc), self._parse_errors)
 
     async def stop_idle(self) -> None:
         """Graceful stop: idle keep-alive connections close; requests in progress finish

@@ -9,6 +9,7 @@ the ``RELAYD_HUB_SECRET`` environment variable, and is kept out of ``repr``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from relayd.common.tomlconfig import (
 )
 
 __all__ = [
+    "ADMIN_TOKEN_ENV",
     "AdminConfig",
     "Config",
     "ConfigError",
@@ -36,11 +38,17 @@ __all__ = [
     "ListenAddress",
     "RelayConfig",
     "StoreConfig",
+    "is_loopback_host",
     "load_config",
     "parse_config",
+    "read_admin_token",
 ]
 
 SECRET_ENV = "RELAYD_HUB_SECRET"
+ADMIN_TOKEN_ENV = "RELAYD_ADMIN_TOKEN"
+# The characters a bearer token may hold in a header (RFC 6750's b64token), and a length
+# that cannot be guessed over the network.
+ADMIN_TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/=-]{16,}$")
 # Largest body relayd accepts: purerpc hubs receive messages of up to 32 MiB.
 MAX_BODY_LIMIT = 16 * 1024 * 1024
 ENDPOINT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -81,6 +89,44 @@ class IngressConfig:
 @dataclass(frozen=True)
 class AdminConfig:
     listen: ListenAddress = ListenAddress("127.0.0.1", 8081)
+    # A bearer token for every admin request (bar probes and the dashboard's page, see
+    # relayd.edge.admin.security); required when ``listen`` is not a loopback address.
+    token_file: Path | None = None
+    token: bytes = field(default=b"", repr=False, metadata={"toml": False})
+
+    @property
+    def loopback(self) -> bool:
+        """Whether ``listen`` is reachable from this machine only (127.0.0.0/8, ::1)."""
+        return is_loopback_host(self.listen.host)
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback IP; any other name may resolve to a public address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_admin_token(token_file: Path | None, *, environ: Mapping[str, str],
+                     file_key: str = "admin.token_file") -> bytes | None:
+    """The admin token from ``environ[RELAYD_ADMIN_TOKEN]``, else ``token_file``, else None.
+
+    The file is checked like the hub secret (`read_secret`: not readable by other users,
+    not empty). A token that could not be sent in a header, or is short enough to guess,
+    is a `ConfigError`; the message never includes the token.
+    """
+    if not environ.get(ADMIN_TOKEN_ENV, "").strip() and token_file is None:
+        return None
+    token = read_secret(token_file, file_key=file_key, env_name=ADMIN_TOKEN_ENV,
+                        environ=environ)
+    if not ADMIN_TOKEN_RE.match(token.decode()):
+        where = ADMIN_TOKEN_ENV if environ.get(ADMIN_TOKEN_ENV, "").strip() else file_key
+        raise ConfigError(f"{where}: the admin token must be at least 16 characters of "
+                          "A-Z a-z 0-9 . _ ~ + / = - (create one with: openssl rand -hex 32)")
+    return token
 
 
 @dataclass(frozen=True)
@@ -120,7 +166,10 @@ class Config:
 
 def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None,
                 load_secret: bool = True) -> Config:
-    """Read ``path`` and return a validated `Config` (with the hub secret unless told not to)."""
+    """Read ``path`` and return a validated `Config`.
+
+    The hub secret and the admin token are read too, unless ``load_secret`` is false.
+    """
     path = Path(path)
     raw = read_toml(path)
     return parse_config(raw, base_dir=path.parent, environ=environ, load_secret=load_secret)
@@ -157,11 +206,27 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path = Path("."),
     return Config(
         relay=relay,
         ingress=ingress,
-        admin=build_section(raw, "admin", AdminConfig, base_dir),
+        admin=_admin(raw, base_dir, environ, load_secret),
         store=build_section(raw, "store", StoreConfig, base_dir),
         hub=hub,
         endpoints=_endpoints(raw.get("endpoints", [])),
     )
+
+
+def _admin(raw: Mapping[str, Any], base_dir: Path, environ: Mapping[str, str],
+           load_secret: bool) -> AdminConfig:
+    admin = build_section(raw, "admin", AdminConfig, base_dir)
+    has_token = admin.token_file is not None or bool(environ.get(ADMIN_TOKEN_ENV, "").strip())
+    if not admin.loopback and not has_token:
+        # retry and replay must not be open to whoever can reach the port
+        raise ConfigError(
+            f"admin.token_file: admin.listen {admin.listen} is not a loopback address, so the "
+            "admin API needs a token: set admin.token_file to a file only relayd can read, "
+            f"holding e.g. the output of `openssl rand -hex 32` (or set {ADMIN_TOKEN_ENV})")
+    if not load_secret:
+        return admin
+    token = read_admin_token(admin.token_file, environ=environ)
+    return admin if token is None else dataclasses.replace(admin, token=token)
 
 
 def _endpoints(value: Any) -> tuple[Endpoint, ...]:

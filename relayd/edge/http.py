@@ -68,7 +68,7 @@ async def serve_http(
         sock.listen(LISTEN_BACKLOG)
         listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
     try:
-        connections = HypercornConnections(app, config)
+        connections = HypercornConnections(app, config, name)
         bound = ListenAddress(listen.host, int(listeners[0].socket.getsockname()[1]))
         async with trio.open_nursery() as connection_nursery:
             async with trio.open_nursery() as accept_nursery:

@@ -3,18 +3,20 @@
 Starlette (routing, requests, responses, static files) on the same hypercorn serving as
 the ingress. Each concern adds its routes in its own module: `status` (``/api/status``);
 the others follow the same shape, ``routes(ctx) -> list[BaseRoute]``. Handlers reach the
-daemon only through `AdminContext`.
+daemon only through `AdminContext`. `security.AdminGuard` stands in front of them all.
 """
 
 from __future__ import annotations
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from relayd.edge.admin import status
 from relayd.edge.admin.context import AdminContext
+from relayd.edge.admin.security import AdminGuard
 
 __all__ = ["build_admin_app"]
 
@@ -31,4 +33,6 @@ def build_admin_app(ctx: AdminContext) -> Starlette:
     """The ASGI app served on ``[admin] listen``."""
     routes: list[BaseRoute] = [*status.routes(ctx)]
     return Starlette(routes=routes,
+                     # Host, cross-site and token checks in front of every route
+                     middleware=[Middleware(AdminGuard, admin=ctx.config.admin)],
                      exception_handlers={404: _not_found, 405: _method_not_allowed})
