@@ -104,6 +104,11 @@ async def test_order_per_endpoint_holds_under_random_transient_failures(
                        and edge.manager.statistics().in_flight == 0)
         for endpoint in ("alpha", "beta"):
             assert destination.bodies(f"/{endpoint}") == sent[endpoint]
-        counts_now = await edge.store.counts()
-        assert counts_now["delivered"] == total and counts_now["pending"] == 0
+        # (in flight is 0 once the acks arrive; they are written just after)
+
+        async def all_delivered() -> bool:
+            counts_now = await edge.store.counts()
+            return counts_now["delivered"] == total and counts_now["pending"] == 0
+
+        await wait_for(all_delivered)
         nursery.cancel_scope.cancel()

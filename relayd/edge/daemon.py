@@ -180,14 +180,10 @@ class Relayd:
                             "what was not written stays pending", relay.shutdown_grace, stage)
         log.info("relayd stopped after %.2fs of shutdown", time.monotonic() - started)
 
-    def _wake_dispatcher(self) -> None:
-        if self.dispatcher is not None:
-            self.dispatcher.wake()
-
     async def _serve_admin(self, *, task_status: trio.TaskStatus[ListenAddress]) -> None:
-        assert self.store is not None
+        assert self.store is not None and self.dispatcher is not None
         app = build_admin_app(AdminContext(self.config, self.store, self.manager,
-                                            wake_dispatcher=self._wake_dispatcher))
+                                            dispatch=self.dispatcher))
         await serve_http(app, self.config.admin.listen,
                          name="admin", shutdown_trigger=trio.sleep_forever,
                          graceful_seconds=0.5, max_connections=ADMIN_MAX_CONNECTIONS,

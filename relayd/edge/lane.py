@@ -94,7 +94,7 @@ class Lane:
             seqs.append(dropped.seq)
         webhook = self.in_flight.pop()
         self._ids.discard(webhook_id)
-        self.reread_from(min(webhook.seq, *seqs))
+        self.reread_from(min([webhook.seq, *seqs]))
 
     def reread_from(self, seq: int) -> None:
         """The next read starts at ``seq`` (if it is behind the cursor), and what a round

@@ -3,14 +3,46 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from relayd.edge.config import Config
 from relayd.edge.manager import ConnectionManager
 from relayd.edge.store import Store
 
-__all__ = ["AdminContext"]
+__all__ = ["AdminContext", "DispatchControl", "NoDispatch"]
+
+
+class DispatchControl(Protocol):
+    """What the admin API asks of the dispatcher (`relayd.edge.dispatcher.Dispatcher`)."""
+
+    def wake(self) -> None:
+        """Start a dispatch round now (a replay queued something)."""
+
+    def requeueing(self, endpoint_id: str) -> AbstractContextManager[Callable[[int], None]]:
+        """Hold ``endpoint_id`` while webhooks are made pending again; the yielded function
+        takes the seq of each, and they go first on the way out."""
+        ...
+
+    def in_flight(self) -> dict[str, list[str]]:
+        """Ids sent to the hub and not yet acked, per endpoint."""
+        ...
+
+
+class NoDispatch:
+    """No dispatcher: an admin app built on its own (a test of the listener alone)."""
+
+    def wake(self) -> None:
+        pass
+
+    @contextmanager
+    def requeueing(self, endpoint_id: str) -> Iterator[Callable[[int], None]]:
+        yield lambda seq: None
+
+    def in_flight(self) -> dict[str, list[str]]:
+        return {}
 
 
 @dataclass(frozen=True)
@@ -20,6 +52,5 @@ class AdminContext:
     config: Config
     store: Store
     manager: ConnectionManager
-    # Starts a dispatch round now (after a retry or replay queued something).
-    wake_dispatcher: Callable[[], None] = lambda: None
+    dispatch: DispatchControl = field(default_factory=NoDispatch)
     clock: Callable[[], float] = field(default=time.time)

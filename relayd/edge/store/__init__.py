@@ -14,6 +14,10 @@ cost per batch, not per webhook.
 """
 
 from relayd.edge.store.records import (
+    DEAD_LETTER,
+    DELIVERED,
+    FAILED,
+    PENDING,
     RETRYABLE,
     STATUSES,
     AckOutcome,
@@ -30,6 +34,10 @@ from relayd.edge.store.records import (
 from relayd.edge.store.store import Store, retry_policy
 
 __all__ = [
+    "DEAD_LETTER",
+    "DELIVERED",
+    "FAILED",
+    "PENDING",
     "RETRYABLE",
     "STATUSES",
     "AckOutcome",
