@@ -3,7 +3,8 @@
 Starlette (routing, requests, responses, static files) on the same hypercorn serving as
 the ingress. Each concern adds its routes in its own module: `status` (``/api/status``),
 `api` (the webhooks: list, show, retry, replay); the others follow the same shape,
-``routes(ctx) -> list[BaseRoute]``. Handlers reach the daemon only through `AdminContext`. `security.AdminGuard` stands in front of them all.
+``routes(ctx) -> list[BaseRoute]``. Handlers reach the daemon only through `AdminContext`.
+`security.AdminGuard` stands in front of them all.
 """
 
 from __future__ import annotations
