@@ -1,8 +1,7 @@
-"""The store behind the operator's API: schema 4, counts any writer keeps, index-only pages."""
+"""The store behind the operator's API: schema 5, counts any writer keeps, index-only pages."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -12,27 +11,7 @@ import pytest
 
 from relayd.edge.store import AckRecord, NewWebhook, Store, queries
 from relayd.edge.store.schema import SCHEMA_VERSION
-from tests.db import open_db
-from tests.test_request_line import V2_SCHEMA
-
-# The schema as relayd with SCHEMA_VERSION = 3 left it (relayd/edge/store/schema.py then).
-V3_SCHEMA = V2_SCHEMA.replace("PRAGMA user_version = 2;", """
-ALTER TABLE webhooks ADD COLUMN path TEXT NOT NULL DEFAULT '';
-ALTER TABLE webhooks ADD COLUMN query TEXT NOT NULL DEFAULT '';
-ALTER TABLE webhooks ADD COLUMN remote_addr TEXT NOT NULL DEFAULT '';
-PRAGMA user_version = 3;
-""")
-
-
-def write_v3_database(path: Path, rows: list[dict[str, object]]) -> None:
-    with open_db(path) as db:
-        db.executescript(V3_SCHEMA)
-        for row in rows:
-            full = {"method": "POST", "headers": json.dumps([]), "body": b"x",
-                    "received_at": 1000.0, "attempts": 0, "next_attempt_at": 0.0,
-                    "updated_at": 1000.0, **row}
-            db.execute(f"INSERT INTO webhooks ({', '.join(full)}) "
-                       f"VALUES ({', '.join('?' * len(full))})", tuple(full.values()))
+from tests.db import open_db, write_v3_database
 
 
 async def test_v3_database_migrates_with_counts_last_delivery_and_last_error(
@@ -72,7 +51,7 @@ async def test_v3_database_migrates_with_counts_last_delivery_and_last_error(
         assert [w.id for w in await store.list_webhooks(endpoint_id="beta", limit=10)] == \
             ["b-dead", "b-busy"]
     with open_db(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 

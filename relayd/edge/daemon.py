@@ -1,11 +1,12 @@
 """The relayd daemon: one root nursery holding every long-running component.
 
-Start order (each one ready before the next): store, ack writer, ingest batcher,
-dispatcher, gRPC server, admin listener, ingress listener; then READY=1 to systemd.
-`request_shutdown` begins a graceful stop: the ingress stops taking requests and
-finishes the ones it has, queued webhooks are committed, the dispatcher stops sending,
-the acks of webhooks in flight land, then the hub connection is closed, the remaining
-acks are written and everything else is cancelled.
+Start order (each one ready before the next): store, activity summary, ack writer,
+ingest batcher, dispatcher, retention, gRPC server, admin listener, ingress listener; then
+READY=1 to systemd. `request_shutdown` begins a graceful stop: retention stops (the writer
+is kept for what is left to commit), the ingress stops taking requests and finishes the
+ones it has, queued webhooks are committed, the dispatcher stops sending, the acks of
+webhooks in flight land, then the hub connection is closed, the remaining acks are written
+and everything else is cancelled.
 
 The whole graceful stop has one deadline, ``shutdown_grace`` after the request (as
 hypercorn's ``graceful_timeout``): when it passes, whatever still waits (a slow request,
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +30,7 @@ import trio
 from relayd.common import systemd
 from relayd.common.tls import server_context
 from relayd.edge.ack_writer import AckWriter
+from relayd.edge.activity import Activity
 from relayd.edge.admin import AdminContext, build_admin_app
 from relayd.edge.auth import Authenticator
 from relayd.edge.config import Config, ListenAddress
@@ -39,7 +41,8 @@ from relayd.edge.ingest import IngestBatcher
 from relayd.edge.ingress import IngressApp
 from relayd.edge.listen_error import naming_listener
 from relayd.edge.manager import ConnectionManager
-from relayd.edge.store import Store, retry_policy
+from relayd.edge.retention import Retention
+from relayd.edge.store import AckOutcome, NewWebhook, Store, retry_policy
 from relayd.transport.guard import PeerGuard
 from relayd.transport.server import GrpcServer
 
@@ -69,10 +72,12 @@ class Relayd:
         self.config = config
         self._store_type = store_type
         self.manager = ConnectionManager()
+        self.activity = Activity()
         self.store: Store | None = None
         self.dispatcher: Dispatcher | None = None
         self.ack_writer: AckWriter | None = None
         self.batcher: IngestBatcher | None = None
+        self.retention: Retention | None = None
         self.grpc_server: GrpcServer | None = None
         self.guard: PeerGuard | None = None
         self.addresses: Addresses | None = None
@@ -102,9 +107,19 @@ class Relayd:
                     store, self.manager, cfg.endpoints, pipeline_window=relay.pipeline_window,
                     poll_interval=relay.poll_interval,
                 )
-                ack_writer = self.ack_writer = AckWriter(store, dispatcher.acks_applied)
-                # wake_on_ingest = false gives the seed's poll-only dispatch (benchmarks).
-                on_stored = dispatcher.wake if relay.wake_on_ingest else (lambda: None)
+                activity = self.activity
+
+                def on_applied(outcomes: Sequence[AckOutcome]) -> None:
+                    activity.acks_applied(outcomes)
+                    dispatcher.acks_applied(outcomes)
+
+                def on_stored(webhooks: Sequence[NewWebhook]) -> None:
+                    activity.webhooks_stored(webhooks)
+                    # wake_on_ingest = false gives the seed's poll-only dispatch (benchmarks).
+                    if relay.wake_on_ingest:
+                        dispatcher.wake()
+
+                ack_writer = self.ack_writer = AckWriter(store, on_applied)
                 batcher = self.batcher = IngestBatcher(store, on_stored=on_stored)
                 guard = self.guard = PeerGuard(
                     max_connections=relay.max_connections,
@@ -129,10 +144,16 @@ class Relayd:
                 )
 
                 await root.start(guard.run)
+                await root.start(activity.run)  # cancelled last: logs the final summary
                 ack_done = await _start_tracked(root, ack_writer.run)
                 batcher_done = await _start_tracked(root, batcher.run)
                 dispatch_scope = trio.CancelScope()
                 await root.start(_run_in_scope, dispatch_scope, dispatcher.run)
+                retention = self.retention = Retention(
+                    store, keep_delivered=cfg.store.keep_delivered,
+                    keep_failed=cfg.store.keep_failed)
+                retention_scope = trio.CancelScope()
+                await root.start(_run_in_scope, retention_scope, retention.run)
                 with naming_listener("relay.grpc_listen", relay.grpc_listen):
                     grpc_address = await root.start(grpc.run)
                 with naming_listener("admin.listen", cfg.admin.listen):
@@ -158,6 +179,7 @@ class Relayd:
                 # One deadline for every step below; past it the root nursery (this
                 # sequence included) is cancelled.
                 root.cancel_scope.deadline = trio.current_time() + relay.shutdown_grace
+                retention_scope.cancel()
                 stage = "finishing open ingress requests"
                 self._ingress_stop.set()
                 await ingress_done.wait()
@@ -180,10 +202,19 @@ class Relayd:
                             "what was not written stays pending", relay.shutdown_grace, stage)
         log.info("relayd stopped after %.2fs of shutdown", time.monotonic() - started)
 
+    def _not_ready(self) -> str | None:
+        if self._shutdown.is_set():
+            return "shutting down"
+        if self.addresses is None:
+            return "starting: listeners not bound yet"
+        return None
+
     async def _serve_admin(self, *, task_status: trio.TaskStatus[ListenAddress]) -> None:
         assert self.store is not None and self.dispatcher is not None
         app = build_admin_app(AdminContext(self.config, self.store, self.manager,
-                                            dispatch=self.dispatcher))
+                                            dispatch=self.dispatcher,
+                                            activity=self.activity,
+                                            not_ready=self._not_ready))
         await serve_http(app, self.config.admin.listen,
                          name="admin", shutdown_trigger=trio.sleep_forever,
                          graceful_seconds=0.5, max_connections=ADMIN_MAX_CONNECTIONS,
@@ -196,7 +227,8 @@ class Relayd:
                          max_inflight_bytes=cfg.ingress.max_inflight_bytes,
                          body_timeout=cfg.ingress.read_timeout)
         try:
-            await serve_http(app, cfg.ingress.listen, name="ingress",
+            await serve_http(self.activity.count_responses(app), cfg.ingress.listen,
+                             name="ingress",
                              shutdown_trigger=self._ingress_stop.wait,
                              # no grace of its own: the stop deadline in `run` bounds it
                              graceful_seconds=math.inf,

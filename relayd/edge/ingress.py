@@ -239,8 +239,8 @@ class IngressApp:
             await send_json(send, 503, {"error": "storage unavailable, retry later"},
                             [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
             return
-        log.info("webhook received webhook_id=%s endpoint=%s bytes=%d", webhook.id,
-                 endpoint_id, len(body))
+        log.debug("webhook received webhook_id=%s endpoint=%s bytes=%d", webhook.id,
+                  endpoint_id, len(body))
         await send_json(send, 202, {"id": webhook.id})
 
     async def _read_body(self, receive: Receive, reservation: Reservation) -> bytes:

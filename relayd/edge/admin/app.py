@@ -2,8 +2,9 @@
 
 Starlette (routing, requests, responses, static files) on the same hypercorn serving as
 the ingress. Each concern adds its routes in its own module: `status` (``/api/status``),
-`api` (the webhooks: list, show, retry, replay); the others follow the same shape,
-``routes(ctx) -> list[BaseRoute]``. Handlers reach the daemon only through `AdminContext`.
+`api` (the webhooks: list, show, retry, replay), `metrics` (``/metrics``), `health`
+(``/healthz``, ``/readyz``); the others follow the same shape, ``routes(ctx) ->
+list[BaseRoute]``. Handlers reach the daemon only through `AdminContext`.
 `security.AdminGuard` stands in front of them all.
 """
 
@@ -15,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from relayd.edge.admin import api, status
+from relayd.edge.admin import api, health, metrics, status
 from relayd.edge.admin.context import AdminContext
 from relayd.edge.admin.security import AdminGuard
 
@@ -32,7 +33,8 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
 
 def build_admin_app(ctx: AdminContext) -> Starlette:
     """The ASGI app served on ``[admin] listen``."""
-    routes: list[BaseRoute] = [*status.routes(ctx), *api.routes(ctx)]
+    routes: list[BaseRoute] = [*status.routes(ctx), *api.routes(ctx), *metrics.routes(ctx),
+                               *health.routes(ctx)]
     return Starlette(routes=routes,
                      # Host, cross-site and token checks in front of every route
                      middleware=[Middleware(AdminGuard, admin=ctx.config.admin)],

@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from relayd.edge.activity import Activity
 from relayd.edge.config import Config
 from relayd.edge.manager import ConnectionManager
 from relayd.edge.store import Store
@@ -54,3 +55,7 @@ class AdminContext:
     manager: ConnectionManager
     dispatch: DispatchControl = field(default_factory=NoDispatch)
     clock: Callable[[], float] = field(default=time.time)
+    # What the daemon counted (ingest, acks, ingress answers), for /metrics.
+    activity: Activity = field(default_factory=Activity)
+    # Why relayd should not get traffic (starting, stopping), or None (/readyz).
+    not_ready: Callable[[], str | None] = lambda: None

@@ -6,7 +6,8 @@
 - `acks`: the ack state machine (pending -> delivered / failed / dead letter, retries);
 - `requeue`: an operator's retry (the same webhook again) and replay (a copy);
 - `stats`: per-endpoint last delivery and last error, written with the acks;
-- `queries`: the reads (what to dispatch next, status counts, listings).
+- `queries`: the reads (what to dispatch next, status counts, listings);
+- `retention`: deleting final webhooks kept long enough, handing their space back.
 
 Durability: every commit is fsynced before the ingress answers 202, so an acknowledged
 webhook survives a power loss, not just a process crash; group commit keeps the fsync
