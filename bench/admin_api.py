@@ -98,6 +98,8 @@ def measure(admin: str, repeat: int) -> None:
             "/api/webhooks?endpoint=beta&status=pending&limit=500",
             f"/api/webhooks/{some_id}",
         ]
+        for path in paths:  # warm up: relayd's start-up work, the page cache
+            client.get(path).raise_for_status()
         print(f"{'request':<52} {'median ms':>9} {'p95 ms':>7} {'bytes':>7}")
         for path in paths:
             times = []
