@@ -17,6 +17,7 @@ from relayd.edge.daemon import Relayd
 from relayd.edge.store import AckOutcome, AckRecord, Store
 from relayd.wire import ORDERED_PIPELINE, SKIPPED_ERROR
 from tests.conftest import start_edge
+from tests.db import open_db
 from tests.helpers import TestHub, make_config, post, wait_for
 
 
@@ -398,3 +399,23 @@ async def test_status_says_per_endpoint_why_its_queue_waits(
     assert beta["last_delivered_at"] is not None and beta["next_attempt_at"] is None
     assert (gamma["pending"], gamma["oldest_pending_age_seconds"]) == (0, None)
     assert doc["queue"]["pending"] == 2 and doc["queue"]["delivered"] == 1
+
+
+async def test_a_retry_the_database_refuses_is_503_and_holds_nothing_back(
+    nursery: trio.Nursery, tmp_path: Path,
+) -> None:
+    edge = await start_edge(nursery, tmp_path, store={"busy_timeout": 0.1})
+    a = await ingest(edge, "alpha")
+    async with TestHub.connected(edge.addresses.grpc) as hub:
+        assert (await hub.recv_webhook()).id == a
+        await fail(hub, a)
+        await acks_written(edge, 1)
+        with open_db(edge.config.store.path) as other:  # another program holds the writer
+            other.execute("BEGIN EXCLUSIVE")
+            response = await api(edge, "POST", f"/api/webhooks/{a}/retry")
+            other.execute("ROLLBACK")
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
+        assert response.json()["error"].startswith("storage unavailable: OperationalError")
+        # alpha is not left held: the retry goes through once the database takes it
+        assert (await api(edge, "POST", f"/api/webhooks/{a}/retry")).status_code == 200
+        assert (await hub.recv_webhook()).id == a

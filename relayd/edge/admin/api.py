@@ -51,6 +51,8 @@ MAX_LIMIT = 500
 LIST_PARAMETERS = ("status", "endpoint", "limit", "before")
 # What an endpoint retry takes when the body names no status.
 DEFAULT_RETRY_STATUSES = (FAILED, DEAD_LETTER)
+# Largest body an endpoint retry reads (``{"status": [...]}`` is a few dozen bytes).
+MAX_BODY_BYTES = 4096
 # Ids an endpoint retry lists in its answer (its count is always complete).
 MAX_IDS_IN_ANSWER = 1000
 # Who the log lines name as having asked.
@@ -96,7 +98,11 @@ def _list_parameters(request: Request) -> tuple[str | None, str | None, int, int
 
 
 async def _retry_statuses(request: Request) -> tuple[str, ...]:
-    body = await request.body()
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise BadRequest(f"body: larger than {MAX_BODY_BYTES} bytes")
     if not body.strip():
         return DEFAULT_RETRY_STATUSES
     try:

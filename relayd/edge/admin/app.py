@@ -10,6 +10,9 @@ list[BaseRoute]``. Handlers reach the daemon only through `AdminContext`.
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -22,6 +25,11 @@ from relayd.edge.admin.security import AdminGuard
 
 __all__ = ["build_admin_app"]
 
+log = logging.getLogger(__name__)
+
+# Seconds a client is asked to wait after a 503 (the database refused: locked, I/O error).
+RETRY_AFTER_SECONDS = 1
+
 
 async def _not_found(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": "not found"}, status_code=404)
@@ -31,6 +39,15 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": "method not allowed"}, status_code=405)
 
 
+async def _storage_unavailable(request: Request, exc: Exception) -> Response:
+    # the database refused a read or a write (locked by another program past busy_timeout,
+    # read-only, disk full): say so, as the ingress does, rather than a 500
+    log.warning("admin %s %s: storage unavailable: %s: %s", request.method, request.url.path,
+                type(exc).__name__, exc)
+    return JSONResponse({"error": f"storage unavailable: {type(exc).__name__}: {exc}"},
+                        status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
 def build_admin_app(ctx: AdminContext) -> Starlette:
     """The ASGI app served on ``[admin] listen``."""
     routes: list[BaseRoute] = [*status.routes(ctx), *api.routes(ctx), *metrics.routes(ctx),
@@ -38,4 +55,5 @@ def build_admin_app(ctx: AdminContext) -> Starlette:
     return Starlette(routes=routes,
                      # Host, cross-site and token checks in front of every route
                      middleware=[Middleware(AdminGuard, admin=ctx.config.admin)],
-                     exception_handlers={404: _not_found, 405: _method_not_allowed})
+                     exception_handlers={404: _not_found, 405: _method_not_allowed,
+                                         sqlite3.Error: _storage_unavailable})
