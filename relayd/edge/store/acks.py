@@ -51,22 +51,23 @@ def apply_acks(conn: sqlite3.Connection, acks: Sequence[AckRecord], now: float,
 
 
 def expire_pending(conn: sqlite3.Connection, now: float, max_age: float,
-                   exclude: set[str]) -> list[str]:
-    """Turn pending webhooks older than ``max_age`` into dead letters; return their ids."""
-    ids = [
-        row[0]
-        for row in conn.execute(
-            "SELECT id FROM webhooks WHERE status = ? AND received_at <= ?",
+                   exclude: set[str]) -> list[tuple[str, str]]:
+    """Turn pending webhooks older than ``max_age`` into dead letters; return their
+    ``(id, endpoint_id)``."""
+    expired = [
+        (webhook_id, endpoint_id)
+        for webhook_id, endpoint_id in conn.execute(
+            "SELECT id, endpoint_id FROM webhooks WHERE status = ? AND received_at <= ?",
             (PENDING, now - max_age),
         )
-        if row[0] not in exclude
+        if webhook_id not in exclude
     ]
     conn.executemany(
         "UPDATE webhooks SET status = ?, last_error = ?, updated_at = ? "
         "WHERE id = ? AND status = ?",
-        [(DEAD_LETTER, "expired undelivered", now, i, PENDING) for i in ids],
+        [(DEAD_LETTER, "expired undelivered", now, i, PENDING) for i, _ in expired],
     )
-    return ids
+    return expired
 
 
 def _apply_successes(conn: sqlite3.Connection, acks: Sequence[AckRecord], now: float,
