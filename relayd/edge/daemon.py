@@ -108,6 +108,11 @@ class Relayd:
             self.store = store
             if not cfg.endpoints:
                 log.warning("no [[endpoints]] configured: every webhook will be answered 404")
+            unverified = [ep.id for ep in cfg.endpoints if ep.verify is None]
+            if unverified:
+                log.warning("endpoints without sender verification (whoever knows the URL can "
+                            "have a webhook stored; see [[endpoints]] verify): %s",
+                            ", ".join(unverified))
             await self._warn_orphans(store)
             async with trio.open_nursery() as root:
                 dispatcher = self.dispatcher = Dispatcher(
@@ -242,7 +247,8 @@ class Relayd:
         app: ASGIApp = IngressApp(
             cfg.endpoints, batcher, max_body_bytes=cfg.ingress.max_body_bytes,
             max_inflight_bytes=cfg.ingress.max_inflight_bytes,
-            body_timeout=cfg.ingress.read_timeout, capacity=capacity)
+            body_timeout=cfg.ingress.read_timeout, capacity=capacity,
+            on_rejected=self.activity.webhook_rejected)
         if cfg.ingress.rate:
             self.rate_limit = TokenBuckets(cfg.ingress.rate, cfg.ingress.burst)
             app = rate_limited(app, self.rate_limit)
