@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 
 from relayd.common.asgi import ASGIApp, Receive, Scope, Send
+from relayd.edge.config import IngressConfig
 
 __all__ = ["TrustedProxies", "parse_address", "with_client_address"]
 
@@ -83,7 +84,8 @@ def _elements(value: str) -> Iterator[str]:
 class TrustedProxies:
     """The reverse proxies whose header is believed, and how to read it."""
 
-    def __init__(self, networks: Iterable[str] = (), header: str = "x-forwarded-for") -> None:
+    def __init__(self, networks: Iterable[str] = (),
+                 header: str = IngressConfig.proxy_header) -> None:
         """``networks``: addresses or CIDRs (validated by the config); ``header``:
         ``x-forwarded-for`` or ``forwarded``."""
         self._networks: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(n) for n in networks)
