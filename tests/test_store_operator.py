@@ -137,3 +137,19 @@ def test_status_reads_cost_nothing_like_a_count(big_store: Path) -> None:
             queries.counts(conn), queries.endpoint_states(conn, ["alpha", "beta", "gamma"],
                                                           float(ROWS))))
     assert cost < 2_000, cost
+
+
+async def test_retry_and_replay_count_toward_the_endpoints_pending(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "relayd.db") as store:
+        await store.insert_webhooks([NewWebhook("w", "alpha", "POST", [], b"", time.time())])
+        await store.apply_acks([AckRecord("w", False, 410, "gone", True)], time.time())
+        assert store.pending_count("alpha") == 0
+        await store.retry_webhook("w", time.time())
+        assert store.pending_count("alpha") == 1
+        await store.retry_webhook("w", time.time())  # pending already: no change
+        assert store.pending_count("alpha") == 1
+        await store.replay("w", "copy", time.time())
+        await store.apply_acks([AckRecord("w", False, 410, "gone", True)], time.time())
+        assert store.pending_count("alpha") == 1
+        assert await store.retry_endpoint("alpha", ["failed"], time.time(), lambda _: None) == 1
+        assert store.pending_count("alpha") == 2

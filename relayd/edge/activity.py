@@ -1,8 +1,9 @@
 """`Activity`: what the edge has done since it started, counted where it happens.
 
 The ingest batcher reports each committed batch (`webhooks_stored`), the ack writer each
-applied batch of acks (`acks_applied`), and `count_responses` wraps the ingress app to
-count its answers by status code. The numbers feed two readers: the periodic summary in
+applied batch of acks (`acks_applied`), the ingress each webhook refused by its sender
+verification (`webhook_rejected`), and `count_responses` wraps the ingress app to count
+its answers by status code. The numbers feed two readers: the periodic summary in
 the log (`Tally`, at INFO, instead of a line per webhook) and ``GET /metrics``
 (`relayd.edge.admin.metrics`, which turns them into Prometheus samples at scrape time).
 
@@ -75,12 +76,18 @@ class Activity:
         self._clock = clock
         self.endpoints = Tally(ENDPOINT_EVENTS, log)
         self.ingress_responses: Counter[int] = Counter()
+        # (endpoint, reason) -> webhooks refused because the sender was not verified
+        self.ingress_rejected: Counter[tuple[str, str]] = Counter()
         self.delivery_latency = LatencyHistogram()
 
     def webhooks_stored(self, webhooks: Sequence[NewWebhook]) -> None:
         """A batch of webhooks was committed."""
         for webhook in webhooks:
             self.endpoints.add(webhook.endpoint_id, "received")
+
+    def webhook_rejected(self, endpoint_id: str, reason: str) -> None:
+        """A webhook failed its endpoint's sender verification (answered 401, not stored)."""
+        self.ingress_rejected[(endpoint_id, reason)] += 1
 
     def acks_applied(self, outcomes: Sequence[AckOutcome]) -> None:
         """A batch of acks was written; the latency runs to now (just after the commit)."""

@@ -128,7 +128,9 @@ def _summary(config: Config, config_path: Path, store_summary: str) -> str:
     ]
     if config.endpoints:
         lines.append("  endpoints:")
-        lines += [f"    {ep.id} -> {ep.destination_url}" for ep in config.endpoints]
+        lines += [f"    {ep.id} -> {ep.destination_url} ("
+                  + (f"verified: {ep.verify.scheme}" if ep.verify else "senders not verified")
+                  + ")" for ep in config.endpoints]
     else:
         lines.append("  endpoints:  none; warning: every webhook will be answered 404")
     return "\n".join(lines)

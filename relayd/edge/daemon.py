@@ -1,7 +1,8 @@
 """The relayd daemon: one root nursery holding every long-running component.
 
 Start order (each one ready before the next): store, activity summary, ack writer,
-ingest batcher, dispatcher, retention, gRPC server, admin listener, ingress listener; then
+ingest batcher, dispatcher, retention, store bounds (first disk sample), gRPC server,
+admin listener, ingress listener (behind the sender's address and rate limit); then
 READY=1 to systemd. `request_shutdown` begins a graceful stop: retention stops (the writer
 is kept for what is left to commit), the ingress stops taking requests and finishes the
 ones it has, queued webhooks are committed, the dispatcher stops sending, the acks of
@@ -28,11 +29,14 @@ from typing import Protocol
 import trio
 
 from relayd.common import systemd
+from relayd.common.asgi import ASGIApp
 from relayd.common.tls import server_context
 from relayd.edge.ack_writer import AckWriter
 from relayd.edge.activity import Activity
 from relayd.edge.admin import AdminContext, build_admin_app
 from relayd.edge.auth import Authenticator
+from relayd.edge.capacity import Capacity
+from relayd.edge.client_addr import TrustedProxies, with_client_address
 from relayd.edge.config import Config, ListenAddress
 from relayd.edge.dispatcher import Dispatcher
 from relayd.edge.handler import RelayStreamHandler
@@ -41,6 +45,7 @@ from relayd.edge.ingest import IngestBatcher
 from relayd.edge.ingress import IngressApp
 from relayd.edge.listen_error import naming_listener
 from relayd.edge.manager import ConnectionManager
+from relayd.edge.ratelimit import TokenBuckets, rate_limited
 from relayd.edge.retention import Retention
 from relayd.edge.store import AckOutcome, NewWebhook, Store, retry_policy
 from relayd.transport.guard import PeerGuard
@@ -78,6 +83,8 @@ class Relayd:
         self.ack_writer: AckWriter | None = None
         self.batcher: IngestBatcher | None = None
         self.retention: Retention | None = None
+        self.capacity: Capacity | None = None
+        self.rate_limit: TokenBuckets | None = None
         self.grpc_server: GrpcServer | None = None
         self.guard: PeerGuard | None = None
         self.addresses: Addresses | None = None
@@ -101,6 +108,11 @@ class Relayd:
             self.store = store
             if not cfg.endpoints:
                 log.warning("no [[endpoints]] configured: every webhook will be answered 404")
+            unverified = [ep.id for ep in cfg.endpoints if ep.verify is None]
+            if unverified:
+                log.warning("endpoints without sender verification (whoever knows the URL can "
+                            "have a webhook stored; see [[endpoints]] verify): %s",
+                            ", ".join(unverified))
             await self._warn_orphans(store)
             async with trio.open_nursery() as root:
                 dispatcher = self.dispatcher = Dispatcher(
@@ -154,6 +166,10 @@ class Relayd:
                     keep_failed=cfg.store.keep_failed)
                 retention_scope = trio.CancelScope()
                 await root.start(_run_in_scope, retention_scope, retention.run)
+                capacity = self.capacity = Capacity(
+                    store, cfg.endpoints, min_free_bytes=cfg.store.min_free_bytes,
+                    max_bytes=cfg.store.max_bytes)
+                await root.start(capacity.run)
                 with naming_listener("relay.grpc_listen", relay.grpc_listen):
                     grpc_address = await root.start(grpc.run)
                 with naming_listener("admin.listen", cfg.admin.listen):
@@ -161,7 +177,7 @@ class Relayd:
                 ingress_done = trio.Event()
                 with naming_listener("ingress.listen", cfg.ingress.listen):
                     ingress_address = await root.start(self._serve_ingress, batcher,
-                                                       ingress_done)
+                                                       capacity, ingress_done)
                 self.addresses = Addresses(grpc_address, ingress_address, admin_address)
                 log.info("relayd ready grpc=%s ingress=%s admin=%s store=%s endpoints=%d tls=%s",
                          grpc_address, ingress_address, admin_address, cfg.store.path,
@@ -220,12 +236,20 @@ class Relayd:
                          graceful_seconds=0.5, max_connections=ADMIN_MAX_CONNECTIONS,
                          task_status=task_status)
 
-    async def _serve_ingress(self, batcher: IngestBatcher, done: trio.Event, *,
+    async def _serve_ingress(self, batcher: IngestBatcher, capacity: Capacity,
+                             done: trio.Event, *,
                              task_status: trio.TaskStatus[ListenAddress]) -> None:
         cfg = self.config
-        app = IngressApp(cfg.endpoints, batcher, max_body_bytes=cfg.ingress.max_body_bytes,
-                         max_inflight_bytes=cfg.ingress.max_inflight_bytes,
-                         body_timeout=cfg.ingress.read_timeout)
+        app: ASGIApp = IngressApp(
+            cfg.endpoints, batcher, max_body_bytes=cfg.ingress.max_body_bytes,
+            max_inflight_bytes=cfg.ingress.max_inflight_bytes,
+            body_timeout=cfg.ingress.read_timeout, capacity=capacity,
+            on_rejected=self.activity.webhook_rejected)
+        if cfg.ingress.rate:
+            self.rate_limit = TokenBuckets(cfg.ingress.rate, cfg.ingress.burst)
+            app = rate_limited(app, self.rate_limit)
+        app = with_client_address(app, TrustedProxies(cfg.ingress.trusted_proxies,
+                                                      cfg.ingress.proxy_header))
         try:
             await serve_http(self.activity.count_responses(app), cfg.ingress.listen,
                              name="ingress",

@@ -1,16 +1,20 @@
 """The webhook ingress: ``POST /h/{endpoint_id}[/{path}][?{query}]`` stores a webhook durably.
 
 Answers ``202 {"id": ...}`` only after the row is committed (see `relayd.edge.ingest`).
+An endpoint with ``verify`` checks the sender once the body is read (`relayd.edge.verify`):
+a webhook that fails is answered ``401 {"error": "<reason>"}`` and never stored.
 POST, PUT, PATCH and DELETE are taken (what providers send); GET, HEAD and OPTIONS are
 405: a GET to a webhook URL is a provider's verification handshake, which needs an answer
 from the destination that an asynchronous relay cannot give. Unknown endpoint 404, body
 over ``max_body_bytes`` 413 (refused from Content-Length before reading, or as soon as a
-chunked body passes the limit), storage unavailable 503, a body not complete within
+chunked body passes the limit), storage unavailable or full 503 (the store's bounds,
+`relayd.edge.capacity`, are checked before the body is read), a body not complete within
 ``body_timeout`` 408. Nothing that was not stored is ever answered with a 2xx.
 
 What the request line said is kept for the hub: the method, the sub-path after
 ``/h/{endpoint_id}`` and the query, both byte for byte as received (ASGI ``raw_path`` and
-``query_string``: still percent-encoded), and the sender's address. The sub-path is
+``query_string``: still percent-encoded), and the sender's address (the scope's ``client``:
+`relayd.edge.client_addr` sets it from a trusted proxy's header). The sub-path is
 carried, not interpreted, with one exception: a ``.`` or ``..`` segment (also as ``%2E``,
 or hidden behind ``%2F``/``%5C``) is refused with 400, since the destination would
 resolve it against the configured destination path and could be led outside it.
@@ -34,10 +38,12 @@ from urllib.parse import unquote, unquote_to_bytes
 import trio
 
 from relayd.edge.budget import ByteBudget, Reservation
+from relayd.edge.capacity import Capacity
 from relayd.edge.config import Endpoint
 from relayd.edge.http import Receive, Scope, Send, handle_lifespan, send_json
 from relayd.edge.ingest import IngestBatcher, StorageUnavailable
 from relayd.edge.store import NewWebhook
+from relayd.edge.verify import SenderVerification
 
 __all__ = ["IngressApp", "IngressStatistics"]
 
@@ -138,14 +144,20 @@ class IngressApp:
 
     def __init__(self, endpoints: Sequence[Endpoint], batcher: IngestBatcher, *,
                  max_body_bytes: int, max_inflight_bytes: int, body_timeout: float = 30.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, capacity: Capacity | None = None,
+                 on_rejected: Callable[[str, str], None] | None = None) -> None:
+        """``capacity``: the store's bounds (`relayd.edge.capacity`), checked before the
+        body is read; None: none. ``on_rejected(endpoint_id, reason)``: a webhook failed
+        its sender verification."""
         self._endpoints = {ep.id for ep in endpoints}
+        self._senders = SenderVerification(endpoints, on_rejected=on_rejected, clock=clock)
         self._batcher = batcher
         self._max_body = max_body_bytes
         self._budget = ByteBudget(max_inflight_bytes)
         self._refusals = _RefusalLog(REFUSAL_LOG_SECONDS)
         self._body_timeout = body_timeout
         self._clock = clock
+        self._capacity = capacity
 
     def statistics(self) -> IngressStatistics:
         stats = self._budget.statistics()
@@ -171,6 +183,12 @@ class IngressApp:
             return
         if _has_dot_segment(sub_path):
             await send_json(send, 400, {"error": "path has a '.' or '..' segment"})
+            return
+        refusal = self._capacity.refusal(endpoint_id) if self._capacity else None
+        if refusal is not None:
+            await send_json(send, 503, {"error": refusal.error},
+                            [(b"retry-after", str(refusal.retry_after).encode()),
+                             (b"connection", b"close")])
             return
         client = scope.get("client")
         request = _RequestLine(
@@ -220,6 +238,11 @@ class IngressApp:
         except _Disconnected:
             return
         self._refusals.admitted()
+        rejected = self._senders.check(endpoint_id, headers, request.query, body,
+                                       request.remote_addr)
+        if rejected is not None:
+            await send_json(send, 401, {"error": rejected})
+            return
         webhook = NewWebhook(
             id=uuid.uuid4().hex,
             endpoint_id=endpoint_id,

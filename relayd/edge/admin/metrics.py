@@ -5,7 +5,9 @@ Counters (since the process started, from `relayd.edge.activity`):
 ``relayd_webhooks_delivered_total{endpoint}``,
 ``relayd_delivery_failures_total{endpoint,kind}`` (``kind``: ``transient``, sent again
 later or dead-lettered past the maximum age, or ``permanent``),
-``relayd_ingress_requests_total{code}`` (ingress answers by status code) and the histogram
+``relayd_ingress_requests_total{code}`` (ingress answers by status code),
+``relayd_ingress_rejected_total{endpoint,reason}`` (webhooks refused, 401, because their
+sender was not verified: ``reason`` as in the answer) and the histogram
 ``relayd_delivery_latency_seconds`` (arrival to the ack written, retries included).
 
 Gauges, read at scrape time: ``relayd_webhooks{status}`` (rows in the store per status;
@@ -88,6 +90,13 @@ class RelaydCollector:
         for code, n in sorted(activity.ingress_responses.items()):
             requests.add_metric([str(code)], n)
         yield requests
+        rejected = CounterMetricFamily(
+            "relayd_ingress_rejected_total",
+            "Webhooks refused (401, not stored) because their sender was not verified",
+            labels=["endpoint", "reason"])
+        for (endpoint, reason), n in sorted(activity.ingress_rejected.items()):
+            rejected.add_metric([endpoint, reason], n)
+        yield rejected
 
         latency = activity.delivery_latency
         yield HistogramMetricFamily(

@@ -58,8 +58,9 @@ def apply_acks(conn: sqlite3.Connection, acks: Sequence[AckRecord], now: float,
 
 
 def expire_pending(conn: sqlite3.Connection, now: float, max_age: float,
-                   exclude: set[str]) -> list[str]:
-    """Turn pending webhooks older than ``max_age`` into dead letters; return their ids."""
+                   exclude: set[str]) -> list[tuple[str, str]]:
+    """Turn pending webhooks older than ``max_age`` into dead letters; return their
+    ``(id, endpoint_id)``."""
     cutoff = now - max_age
     expired = [
         (webhook_id, endpoint_id)
@@ -78,7 +79,7 @@ def expire_pending(conn: sqlite3.Connection, now: float, max_age: float,
     last_per_endpoint = {endpoint_id: webhook_id for webhook_id, endpoint_id in expired}
     for endpoint_id, webhook_id in last_per_endpoint.items():
         record_error(conn, endpoint_id, webhook_id, now, None, EXPIRED_ERROR)
-    return [webhook_id for webhook_id, _ in expired]
+    return expired
 
 
 def _apply_successes(conn: sqlite3.Connection, acks: Sequence[AckRecord], now: float,

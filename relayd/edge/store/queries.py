@@ -27,6 +27,7 @@ __all__ = [
     "get",
     "list_webhooks",
     "next_pending",
+    "pending_by_endpoint",
     "pending_outside",
     "webhook_detail",
     "webhook_info",
@@ -167,3 +168,11 @@ def pending_outside(conn: sqlite3.Connection, endpoint_ids: Sequence[str]) -> di
             (PENDING, *endpoint_ids),
         ).fetchall()
     )
+
+
+def pending_by_endpoint(conn: sqlite3.Connection) -> dict[str, int]:
+    """Pending webhooks per endpoint (read once, when the store opens)."""
+    # webhook_counts: kept by triggers (schema.COUNT_TRIGGERS), a row per endpoint and status
+    return dict(conn.execute(
+        "SELECT endpoint_id, n FROM webhook_counts WHERE status = ? AND n > 0", (PENDING,)
+    ).fetchall())

@@ -10,12 +10,18 @@ it behind the same methods.
 
 In flight is not a database state: a webhook stays ``pending`` until its ack lands, and
 the dispatcher keeps what it sent in memory. After a crash nothing is stuck "in flight".
+
+Pending webhooks per endpoint (`pending_count`) are counted when the store opens and then
+kept in memory by the writes that change them, so the ingress can check an endpoint's
+bound (`relayd.edge.capacity`) per request without a query. Exact as long as every write
+goes through this class (the single writer).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack, asynccontextmanager
 from functools import partial
@@ -43,6 +49,9 @@ from relayd.edge.store.records import (
 
 __all__ = ["Store", "retry_policy"]
 
+# Ack outcomes that take a webhook out of ``pending``.
+FINAL_OUTCOMES = frozenset({"delivered", "failed", "dead_letter"})
+
 
 def retry_policy(relay: RelayConfig) -> RetryPolicy:
     """The retry policy ``relay`` configures (defaults: `RelayConfig`'s)."""
@@ -64,6 +73,7 @@ class Store:
         self._write_lock = trio.CapacityLimiter(1)
         self._dispatch_lock = trio.CapacityLimiter(1)
         self._status_lock = trio.CapacityLimiter(1)
+        self._pending: Counter[str] = Counter(queries.pending_by_endpoint(read_status))
 
     @classmethod
     @asynccontextmanager
@@ -110,6 +120,7 @@ class Store:
 
         async with self._write_lock:
             await trio.to_thread.run_sync(insert)
+            self._pending.update(w.endpoint_id for w in webhooks)
 
     async def apply_acks(self, records: Sequence[AckRecord], now: float) -> list[AckOutcome]:
         """Apply a batch of acks in one transaction; return what each one did."""
@@ -118,18 +129,23 @@ class Store:
                 return acks.apply_acks(self._write_db.conn, records, now, self.retry)
 
         async with self._write_lock:
-            return await trio.to_thread.run_sync(apply)
+            outcomes = await trio.to_thread.run_sync(apply)
+            self._pending.subtract(o.endpoint_id for o in outcomes
+                                   if o.outcome in FINAL_OUTCOMES and o.endpoint_id is not None)
+            return outcomes
 
     async def expire_pending(self, now: float, exclude: Iterable[str] = ()) -> list[str]:
         """Turn pending webhooks older than the max age into dead letters; return their ids."""
         skip = set(exclude)
 
-        def expire() -> list[str]:
+        def expire() -> list[tuple[str, str]]:
             with self._write_db.atomic():
                 return acks.expire_pending(self._write_db.conn, now, self.retry.max_age, skip)
 
         async with self._write_lock:
-            return await trio.to_thread.run_sync(expire)
+            expired = await trio.to_thread.run_sync(expire)
+            self._pending.subtract(endpoint_id for _, endpoint_id in expired)
+            return [webhook_id for webhook_id, _ in expired]
 
     async def check_writable(self, lock_timeout: float) -> None:
         """Take the database's write lock and let it go (``BEGIN IMMEDIATE; ROLLBACK``).
@@ -160,7 +176,9 @@ class Store:
                 return requeue.retry_one(self._write_db.conn, webhook_id, now)
 
         async with self._write_lock:
-            return await trio.to_thread.run_sync(retry)
+            done = await trio.to_thread.run_sync(retry)
+        self._count_requeued([done] if done is not None else [])
+        return done
 
     async def retry_endpoint(self, endpoint_id: str, statuses: Sequence[str], now: float,
                              on_chunk: Callable[[list[Requeued]], None]) -> int:
@@ -182,6 +200,7 @@ class Store:
                     done = await trio.to_thread.run_sync(chunk)
                 if not done:
                     break
+                self._count_requeued(done)
                 total += len(done)
                 on_chunk(done)
                 after = done[-1].seq
@@ -199,9 +218,20 @@ class Store:
                 return queries.webhook_info(db.conn, new_id)
 
         async with self._write_lock:
-            return await trio.to_thread.run_sync(replay)
+            copy = await trio.to_thread.run_sync(replay)
+        if copy is not None:
+            self._pending[copy.endpoint_id] += 1
+        return copy
+
+    def _count_requeued(self, requeued: Sequence[Requeued]) -> None:
+        # a final webhook made pending again counts toward its endpoint's pending ones
+        self._pending.update(w.endpoint_id for w in requeued if w.previous_status != PENDING)
 
     # -- reads ----------------------------------------------------------------
+
+    def pending_count(self, endpoint_id: str) -> int:
+        """Pending webhooks of ``endpoint_id`` (in memory: no query, see the module doc)."""
+        return self._pending[endpoint_id]
 
     async def next_pending(
         self, wanted: Sequence[tuple[str, int, int]]
