@@ -125,6 +125,7 @@ async def test_a_database_over_max_bytes_refuses_webhooks_until_retention_frees_
     assert edge.store is not None and edge.addresses is not None
     assert edge.capacity is not None and edge.retention is not None
     address, capacity = edge.addresses.ingress, edge.capacity
+    schema_bytes = (await edge.store.space()).size_bytes  # the empty tables and indexes
     body = b"b" * 16 * KIB
     accepted: list[str] = []
 
@@ -145,7 +146,8 @@ async def test_a_database_over_max_bytes_refuses_webhooks_until_retention_frees_
     assert refused.json() == {"error": "relay storage is full, retry later"}
     stats = capacity.statistics()
     assert stats.full and stats.used_bytes is not None and stats.used_bytes > 256 * KIB
-    assert len(accepted) >= 256 // 16 - 2  # the rows, their index entries, the schema
+    # the rest holds the rows (and their index entries)
+    assert len(accepted) >= (256 * KIB - schema_bytes) // (16 * KIB) - 1
     # acks still land while full
     async with TestHub.connected(edge.addresses.grpc, endpoint_ids=["alpha"]) as hub:
         for _ in accepted:

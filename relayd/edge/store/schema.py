@@ -191,7 +191,7 @@ def _migrate_to_5(db: sqlite_utils.Database) -> None:
     # delivery, and the newest error of a webhook not delivered since.
     db.execute("CREATE TABLE endpoint_stats (endpoint_id TEXT PRIMARY KEY, "
                "last_delivered_at REAL, last_error_webhook_id TEXT, last_error_at REAL, "
-               "last_error_status_code INTEGER, last_error_message TEXT)")
+               "last_error_status_code INTEGER, last_error_message TEXT) WITHOUT ROWID")
     db.execute("INSERT INTO endpoint_stats (endpoint_id, last_delivered_at) "
                "SELECT endpoint_id, MAX(delivered_at) FROM webhooks WHERE status = 'delivered' "
                "GROUP BY endpoint_id")
