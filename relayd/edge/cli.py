@@ -1,4 +1,4 @@
-"""``relayd --config PATH``: run the edge daemon until SIGTERM/SIGINT.
+"""``relayd --config PATH``: run the edge daemon until SIGTERM/SIGINT; SIGHUP reloads.
 
 ``relayd --config PATH --check`` validates the config, opens the store (creating or
 migrating it), binds nothing, prints a summary (never the secret) and exits.
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     daemon = Relayd(config)
     code = 0
     try:
-        trio.run(run_until_signalled, daemon.run, daemon.request_shutdown)
+        trio.run(run_until_signalled, daemon.run, daemon.request_shutdown, daemon.reload)
     except* ListenError as group:
         for listen_error in leaves(group):
             log.error("relayd could not run: %s", listen_error)

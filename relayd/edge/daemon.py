@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,6 +37,7 @@ from relayd.edge.activity import Activity
 from relayd.edge.admin import AdminContext, build_admin_app
 from relayd.edge.auth import Authenticator
 from relayd.edge.capacity import Capacity
+from relayd.edge.certs import ServerCertificate
 from relayd.edge.client_addr import TrustedProxies, with_client_address
 from relayd.edge.config import Config, ListenAddress
 from relayd.edge.dispatcher import Dispatcher
@@ -90,6 +92,8 @@ class Relayd:
         self.addresses: Addresses | None = None
         self._shutdown = trio.Event()
         self._ingress_stop = trio.Event()
+        # HTTPS listeners' certificates (by config section), loaded when `run` starts
+        self._certificates: dict[str, ServerCertificate] = {}
 
     def request_shutdown(self) -> None:
         """Begin the graceful stop; `run` returns when it is done."""
@@ -99,6 +103,23 @@ class Relayd:
     def shutdown_requested(self) -> bool:
         return self._shutdown.is_set()
 
+    def reload(self) -> None:
+        """SIGHUP: re-read the HTTPS certificates (new connections get the new ones; open
+        connections keep theirs). What cannot be loaded is logged and the old one kept."""
+        for certificate in self._certificates.values():
+            certificate.reload()
+
+    def _load_certificates(self) -> None:
+        """Raises `CertificateError` (naming the key) for a listener's unusable files."""
+        for section, tls in (("ingress", self.config.ingress), ("admin", self.config.admin)):
+            if tls.tls_cert is not None and tls.tls_key is not None:
+                self._certificates[section] = ServerCertificate(section, tls.tls_cert,
+                                                                tls.tls_key)
+
+    def _tls_context(self, section: str) -> Callable[[], ssl.SSLContext] | None:
+        certificate = self._certificates.get(section)
+        return None if certificate is None else certificate.current
+
     async def run(self, *, task_status: trio.TaskStatus[Addresses] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         cfg = self.config
@@ -106,6 +127,7 @@ class Relayd:
         async with self._store_type.open(cfg.store.path, retry_policy(relay),
                                          busy_timeout=cfg.store.busy_timeout) as store:
             self.store = store
+            self._load_certificates()
             if not cfg.endpoints:
                 log.warning("no [[endpoints]] configured: every webhook will be answered 404")
             unverified = [ep.id for ep in cfg.endpoints if ep.verify is None]
@@ -179,9 +201,10 @@ class Relayd:
                     ingress_address = await root.start(self._serve_ingress, batcher,
                                                        capacity, ingress_done)
                 self.addresses = Addresses(grpc_address, ingress_address, admin_address)
-                log.info("relayd ready grpc=%s ingress=%s admin=%s store=%s endpoints=%d tls=%s",
-                         grpc_address, ingress_address, admin_address, cfg.store.path,
-                         len(cfg.endpoints), "on" if tls is not None else "off")
+                log.info("relayd ready grpc=%s ingress=%s admin=%s store=%s endpoints=%d tls=%s "
+                         "https=%s", grpc_address, ingress_address, admin_address,
+                         cfg.store.path, len(cfg.endpoints), "on" if tls is not None else "off",
+                         ",".join(self._certificates) or "off")
                 systemd.notify("READY=1")
                 interval = systemd.watchdog_interval()
                 if interval is not None:
@@ -238,7 +261,7 @@ class Relayd:
         await serve_http(app, self.config.admin.listen,
                          name="admin", shutdown_trigger=trio.sleep_forever,
                          graceful_seconds=0.5, max_connections=ADMIN_MAX_CONNECTIONS,
-                         task_status=task_status)
+                         tls_context=self._tls_context("admin"), task_status=task_status)
 
     async def _serve_ingress(self, batcher: IngestBatcher, capacity: Capacity,
                              done: trio.Event, *,
@@ -263,6 +286,7 @@ class Relayd:
                              max_connections=cfg.ingress.max_connections,
                              read_timeout=cfg.ingress.read_timeout,
                              keep_alive_timeout=cfg.ingress.header_timeout,
+                             tls_context=self._tls_context("ingress"),
                              task_status=task_status)
         finally:
             done.set()
