@@ -25,6 +25,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import trio
@@ -39,7 +40,7 @@ from relayd.edge.auth import Authenticator
 from relayd.edge.capacity import Capacity
 from relayd.edge.certs import ServerCertificate
 from relayd.edge.client_addr import TrustedProxies, with_client_address
-from relayd.edge.config import Config, ListenAddress
+from relayd.edge.config import Config, ConfigError, ListenAddress, load_config
 from relayd.edge.dispatcher import Dispatcher
 from relayd.edge.handler import RelayStreamHandler
 from relayd.edge.http import serve_http
@@ -48,6 +49,7 @@ from relayd.edge.ingress import IngressApp
 from relayd.edge.listen_error import naming_listener
 from relayd.edge.manager import ConnectionManager
 from relayd.edge.ratelimit import TokenBuckets, rate_limited
+from relayd.edge.reload import apply_reload
 from relayd.edge.retention import Retention
 from relayd.edge.store import AckOutcome, NewWebhook, Store, retry_policy
 from relayd.transport.guard import PeerGuard
@@ -73,10 +75,13 @@ class Addresses:
 class Relayd:
     """The edge daemon. ``await nursery.start(relayd.run)`` returns its `Addresses`."""
 
-    def __init__(self, config: Config, *, store_type: type[Store] = Store) -> None:
+    def __init__(self, config: Config, *, store_type: type[Store] = Store,
+                 config_path: Path | None = None) -> None:
         """``store_type``: the `Store` class to open (one that behaves differently behind
-        the same methods may stand in for it)."""
+        the same methods may stand in for it). ``config_path``: where `reload` reads the
+        config again (None: a reload re-reads the certificates only)."""
         self.config = config
+        self._config_path = config_path
         self._store_type = store_type
         self.manager = ConnectionManager()
         self.activity = Activity()
@@ -94,6 +99,9 @@ class Relayd:
         self._ingress_stop = trio.Event()
         # HTTPS listeners' certificates (by config section), loaded when `run` starts
         self._certificates: dict[str, ServerCertificate] = {}
+        # what a config reload updates, once `run` has made them
+        self._ingress_app: IngressApp | None = None
+        self._stream_handler: RelayStreamHandler | None = None
 
     def request_shutdown(self) -> None:
         """Begin the graceful stop; `run` returns when it is done."""
@@ -104,10 +112,48 @@ class Relayd:
         return self._shutdown.is_set()
 
     def reload(self) -> None:
-        """SIGHUP: re-read the HTTPS certificates (new connections get the new ones; open
-        connections keep theirs). What cannot be loaded is logged and the old one kept."""
+        """SIGHUP: re-read the config file and the HTTPS certificates.
+
+        Certificates: new connections get the new ones, open connections keep theirs.
+        Config: what `relayd.edge.reload` allows is applied, in one step, here; the rest is
+        logged as needing a restart. A config that does not load (the error names the key)
+        or a certificate that does not load is logged, and the running one kept.
+        """
         for certificate in self._certificates.values():
             certificate.reload()
+        if self._config_path is None:
+            return
+        try:
+            loaded = load_config(self._config_path)
+        except ConfigError as exc:
+            log.error("config reload failed, still running the previous config: %s", exc)
+            return
+        config, needs_restart = apply_reload(self.config, loaded)
+        for key in needs_restart:
+            log.warning("config reload: %s changed: needs a restart (ignored until then)", key)
+        self._apply(config)
+
+    def _apply(self, config: Config) -> None:
+        old_ids = {ep.id for ep in self.config.endpoints}
+        new_ids = {ep.id for ep in config.endpoints}
+        changed = sorted(ep.id for ep in config.endpoints
+                         if ep.id in old_ids and self.config.endpoint(ep.id) != ep)
+        self.config = config
+        if self._ingress_app is not None:
+            self._ingress_app.update_endpoints(config.endpoints)
+        if self.capacity is not None:
+            self.capacity.update_endpoints(config.endpoints)
+        if self._stream_handler is not None:
+            self._stream_handler.reconfigure(secret=config.hub.secret,
+                                             endpoint_ids=sorted(new_ids))
+        if self.dispatcher is not None:
+            self.dispatcher.update_endpoints(config.endpoints)
+        log.info("config reloaded endpoints=%d added=%s removed=%s changed=%s",
+                 len(config.endpoints), ",".join(sorted(new_ids - old_ids)) or "-",
+                 ",".join(sorted(old_ids - new_ids)) or "-", ",".join(changed) or "-")
+        if old_ids - new_ids:
+            log.warning("removed endpoints keep their pending webhooks; they are sent again "
+                        "if the endpoint comes back: %s", ", ".join(sorted(old_ids - new_ids)))
 
     def _load_certificates(self) -> None:
         """Raises `CertificateError` (naming the key) for a listener's unusable files."""
@@ -159,7 +205,7 @@ class Relayd:
                     max_connections=relay.max_connections,
                     max_per_peer=relay.max_connections_per_peer,
                     failures_per_interval=relay.max_failures_per_peer)
-                handler = RelayStreamHandler(
+                handler = self._stream_handler = RelayStreamHandler(
                     authenticator=Authenticator(cfg.hub.id, cfg.hub.secret, relay.auth_window),
                     manager=self.manager, ack_sink=ack_writer.sink,
                     on_delivered=dispatcher.wake, relay=relay,
@@ -267,11 +313,12 @@ class Relayd:
                              done: trio.Event, *,
                              task_status: trio.TaskStatus[ListenAddress]) -> None:
         cfg = self.config
-        app: ASGIApp = IngressApp(
+        ingress = self._ingress_app = IngressApp(
             cfg.endpoints, batcher, max_body_bytes=cfg.ingress.max_body_bytes,
             max_inflight_bytes=cfg.ingress.max_inflight_bytes,
             body_timeout=cfg.ingress.read_timeout, capacity=capacity,
             on_rejected=self.activity.webhook_rejected)
+        app: ASGIApp = ingress
         if cfg.ingress.rate:
             self.rate_limit = TokenBuckets(cfg.ingress.rate, cfg.ingress.burst)
             app = rate_limited(app, self.rate_limit)

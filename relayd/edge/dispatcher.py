@@ -99,6 +99,14 @@ class Dispatcher:
         """Run a dispatch round now (new webhooks stored, or an ack applied)."""
         self._wake_event.set()
 
+    def update_endpoints(self, endpoints: Sequence[Endpoint]) -> None:
+        """Send for ``endpoints`` from the next round on (config reload). A removed
+        endpoint's pending webhooks stay pending (what is in flight still gets its ack);
+        they are sent again if it comes back. A changed destination_url applies to what
+        is sent from now on."""
+        self._endpoints = {ep.id: ep for ep in endpoints}
+        self.wake()
+
     def acks_applied(self, outcomes: Sequence[AckOutcome]) -> None:
         """Free the in-flight slots of applied acks; rewind on a transient failure."""
         conn = self._manager.current
@@ -149,7 +157,8 @@ class Dispatcher:
         """Send what may go now; return when the earliest waiting backoff ends."""
         wanted: list[tuple[str, int, int]] = []
         generations: dict[str, int] = {}
-        for endpoint_id in self._endpoints:
+        endpoints = self._endpoints  # the round's, even if a reload replaces them meanwhile
+        for endpoint_id in endpoints:
             if not conn.serves(endpoint_id):
                 continue
             lane = conn.lanes.setdefault(endpoint_id, Lane())
@@ -164,7 +173,7 @@ class Dispatcher:
         next_due = math.inf
         for endpoint_id, webhooks in rows.items():
             lane = conn.lanes[endpoint_id]
-            destination = self._endpoints[endpoint_id].destination_url
+            destination = endpoints[endpoint_id].destination_url
             for webhook in webhooks:
                 if webhook.next_attempt_at > now:
                     next_due = min(next_due, webhook.next_attempt_at)
