@@ -419,3 +419,20 @@ async def test_a_retry_the_database_refuses_is_503_and_holds_nothing_back(
         # alpha is not left held: the retry goes through once the database takes it
         assert (await api(edge, "POST", f"/api/webhooks/{a}/retry")).status_code == 200
         assert (await hub.recv_webhook()).id == a
+
+
+async def test_status_and_endpoint_retry_follow_a_config_reload(
+    nursery: trio.Nursery, tmp_path: Path,
+) -> None:
+    from tests.test_reload import start as start_from_file
+    from tests.test_reload import write_config
+
+    config = write_config(tmp_path, {"alpha": "http://127.0.0.1:9/alpha"})
+    edge = await start_from_file(nursery, config)
+    write_config(tmp_path, {"alpha": "http://127.0.0.1:9/alpha",
+                            "delta": "http://127.0.0.1:9/delta"})
+    edge.reload()
+    status = (await api(edge, "GET", "/api/status")).json()
+    assert [ep["id"] for ep in status["endpoints"]] == ["alpha", "delta"]
+    response = await api(edge, "POST", "/api/endpoints/delta/retry")
+    assert response.status_code == 200 and response.json()["count"] == 0

@@ -88,6 +88,11 @@ class Capacity:
         self._sample_failures = 0
         self.samples = AsyncValue(0)  # samples taken so far (tests wait on it)
 
+    def update_endpoints(self, endpoints: Sequence[Endpoint]) -> None:
+        """Bound pending webhooks by ``endpoints``' max_pending from now on (config reload)."""
+        self._max_pending = {ep.id: ep.max_pending for ep in endpoints}
+        self._over_pending &= set(self._max_pending)
+
     def refusal(self, endpoint_id: str) -> Refusal | None:
         """Why a new webhook for ``endpoint_id`` must be refused now, or None to take it."""
         if self._full is not None:

@@ -118,6 +118,9 @@ class IngressConfig:
     # CIDRs or addresses. Empty: the TCP peer is the sender, whatever the headers say.
     trusted_proxies: tuple[str, ...] = ()
     proxy_header: str = "x-forwarded-for"  # or "forwarded" (RFC 7239)
+    # HTTPS (HTTP/1.1 and h2 by ALPN) when both are set; re-read on SIGHUP (relayd.edge.certs)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,9 @@ class AdminConfig:
     # relayd.edge.admin.security); required when ``listen`` is not a loopback address.
     token_file: Path | None = None
     token: bytes = field(default=b"", repr=False, metadata={"toml": False})
+    # HTTPS when both are set, as for the ingress
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @property
     def loopback(self) -> bool:
@@ -288,6 +294,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path = Path("."),
 def _admin(raw: Mapping[str, Any], base_dir: Path, environ: Mapping[str, str],
            load_secret: bool) -> AdminConfig:
     admin = build_section(raw, "admin", AdminConfig, base_dir)
+    _tls_pair("admin", admin.tls_cert, admin.tls_key)
     has_token = admin.token_file is not None or bool(environ.get(ADMIN_TOKEN_ENV, "").strip())
     if not admin.loopback and not has_token:
         # retry and replay must not be open to whoever can reach the port
@@ -328,10 +335,17 @@ def _ingress(raw: Mapping[str, Any], base_dir: Path) -> IngressConfig:
         except ValueError as exc:
             raise ConfigError(f"ingress.trusted_proxies: {cidr!r} is not an address or a "
                               f"network (CIDR): {exc}") from None
+    _tls_pair("ingress", ingress.tls_cert, ingress.tls_key)
     if ingress.proxy_header not in PROXY_HEADERS:
         raise ConfigError(f"ingress.proxy_header: must be one of {', '.join(PROXY_HEADERS)}, "
                           f"got {ingress.proxy_header!r}")
     return ingress
+
+
+def _tls_pair(section: str, cert: Path | None, key: Path | None) -> None:
+    if (cert is None) != (key is None):
+        missing = "tls_key" if key is None else "tls_cert"
+        raise ConfigError(f"{section}.{missing}: tls_cert and tls_key must be set together")
 
 
 def _build_zero_off(raw: Mapping[str, Any], name: str, cls: type[T], base_dir: Path) -> T:

@@ -107,6 +107,14 @@ class Dispatcher:
         """Run a dispatch round now (new webhooks stored, or an ack applied)."""
         self._wake_event.set()
 
+    def update_endpoints(self, endpoints: Sequence[Endpoint]) -> None:
+        """Send for ``endpoints`` from the next round on (config reload). A removed
+        endpoint's pending webhooks stay pending (what is in flight still gets its ack);
+        they are sent again if it comes back. A changed destination_url applies to what
+        is sent from now on."""
+        self._endpoints = {ep.id: ep for ep in endpoints}
+        self.wake()
+
     @contextmanager
     def requeueing(self, endpoint_id: str) -> Iterator[Callable[[int], None]]:
         """Hold ``endpoint_id`` while some of its webhooks are made pending again.
@@ -193,7 +201,8 @@ class Dispatcher:
         """Send what may go now; return when the earliest waiting backoff ends."""
         wanted: list[tuple[str, int, int]] = []
         generations: dict[str, int] = {}
-        for endpoint_id in self._endpoints:
+        endpoints = self._endpoints  # the round's, even if a reload replaces them meanwhile
+        for endpoint_id in endpoints:
             if not conn.serves(endpoint_id) or endpoint_id in self._held:
                 continue
             lane = conn.lanes.setdefault(endpoint_id, Lane())
@@ -208,7 +217,7 @@ class Dispatcher:
         next_due = math.inf
         for endpoint_id, webhooks in rows.items():
             lane = conn.lanes[endpoint_id]
-            destination = self._endpoints[endpoint_id].destination_url
+            destination = endpoints[endpoint_id].destination_url
             for webhook in webhooks:
                 if lane.generation != generations[endpoint_id] or conn.closed.is_set() \
                         or endpoint_id in self._held:

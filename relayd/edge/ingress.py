@@ -159,6 +159,12 @@ class IngressApp:
         self._clock = clock
         self._capacity = capacity
 
+    def update_endpoints(self, endpoints: Sequence[Endpoint]) -> None:
+        """Take webhooks for ``endpoints`` (and verify them so) from now on (config reload);
+        requests already past the endpoint check finish as they started."""
+        self._senders.update(endpoints)
+        self._endpoints = {ep.id for ep in endpoints}
+
     def statistics(self) -> IngressStatistics:
         stats = self._budget.statistics()
         return IngressStatistics(inflight_bytes=stats.in_use, max_inflight_bytes=stats.limit)
@@ -238,6 +244,10 @@ class IngressApp:
         except _Disconnected:
             return
         self._refusals.admitted()
+        if endpoint_id not in self._endpoints:  # removed by a config reload meanwhile
+            await send_json(send, 404, {"error": "unknown endpoint"})
+            return
+        # the endpoint's verification as configured now (a reload may have changed it)
         rejected = self._senders.check(endpoint_id, headers, request.query, body,
                                        request.remote_addr)
         if rejected is not None:

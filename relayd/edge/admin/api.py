@@ -189,7 +189,7 @@ def routes(ctx: AdminContext) -> list[BaseRoute]:
 
     async def retry_endpoint(request: Request) -> Response:
         endpoint_id = request.path_params["endpoint_id"]
-        if ctx.config.endpoint(endpoint_id) is None:
+        if ctx.live_config().endpoint(endpoint_id) is None:
             return _error(404, f"no endpoint {endpoint_id} in relayd's configuration")
         try:
             statuses = await _retry_statuses(request)

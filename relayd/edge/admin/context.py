@@ -59,3 +59,10 @@ class AdminContext:
     activity: Activity = field(default_factory=Activity)
     # Why relayd should not get traffic (starting, stopping), or None (/readyz).
     not_ready: Callable[[], str | None] = lambda: None
+    # The config as last (re)loaded (SIGHUP: endpoints come and go); None: `config` stays.
+    current_config: Callable[[], Config] | None = None
+
+    def live_config(self) -> Config:
+        """The config now: the one a reload made, else the one relayd started with. What
+        only a restart changes (the listener, its token) is read from `config`."""
+        return self.config if self.current_config is None else self.current_config()

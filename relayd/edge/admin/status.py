@@ -34,7 +34,8 @@ async def status_document(ctx: AdminContext) -> dict[str, Any]:
     """The status snapshot served at ``/api/status``."""
     counts = await ctx.store.counts()
     now = ctx.clock()
-    endpoint_ids = [ep.id for ep in ctx.config.endpoints]
+    endpoints = ctx.live_config().endpoints
+    endpoint_ids = [ep.id for ep in endpoints]
     states = await ctx.store.endpoint_states(endpoint_ids, now)
     stats = ctx.manager.statistics()
     in_flight = ctx.dispatch.in_flight()
@@ -57,7 +58,7 @@ async def status_document(ctx: AdminContext) -> dict[str, Any]:
         "endpoints": [
             _endpoint(ep.id, ep.destination_url, states[ep.id], len(in_flight.get(ep.id, ())),
                       conn is not None and conn.serves(ep.id), now)
-            for ep in ctx.config.endpoints
+            for ep in endpoints
         ],
     }
 
