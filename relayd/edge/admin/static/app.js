@@ -481,16 +481,21 @@ async function tick() {
   if (document.hidden) { timer = setTimeout(tick, POLL_MS); return; }  // refreshed on return
   running = true;
   try {
-    const [doc] = await Promise.all([api("api/status"), refreshWebhooks()]);
-    renderStatus(doc);
-    showBanner("");
-    setText($("updated"), `updated ${new Date().toLocaleTimeString()}`);
-  } catch (error) {
-    const reason = error instanceof ApiError ? error.message : "relayd is not reachable";
-    showBanner(`${reason} (retrying every ${POLL_MS / 1000} s)`);
-    $("hub").dataset.state = "unknown";
-    setText($("hub-state"), "unknown");
-    setText($("hub-details"), "");
+    // each part shows what it got: the webhooks failing does not blank the hub's state
+    const [status, webhooks] = await Promise.allSettled(
+      [api("api/status").then(renderStatus), refreshWebhooks()]);
+    if (status.status === "rejected") {
+      $("hub").dataset.state = "unknown";
+      setText($("hub-state"), "unknown");
+      setText($("hub-details"), "");
+    }
+    const errors = [status, webhooks].filter((r) => r.status === "rejected").map((r) =>
+      r.reason instanceof ApiError ? r.reason.message : "relayd is not reachable");
+    showBanner(errors.length
+      ? `${[...new Set(errors)].join("; ")} (retrying every ${POLL_MS / 1000} s)` : "");
+    if (status.status === "fulfilled") {
+      setText($("updated"), `updated ${new Date().toLocaleTimeString()}`);
+    }
   } finally {
     running = false;
     timer = setTimeout(tick, again ? 0 : POLL_MS);
