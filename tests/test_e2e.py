@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -184,11 +187,24 @@ async def test_relay_hub_check_reports_accepted_and_rejected(system: System) -> 
 DEMO = Path(__file__).resolve().parents[1] / "scripts" / "demo.py"
 
 
-async def test_demo_runs_end_to_end() -> None:
-    demo = DEMO
-    result = await trio.run_process([str(BIN / "python"), str(demo)], capture_stdout=True,
-                                    capture_stderr=True, check=False)
-    out = result.stdout.decode()
-    assert result.returncode == 0, out + result.stderr.decode()
-    assert out.count("destination <- POST /api/webhook/") == 3
-    assert "delivered:   3" in out and "exit codes 0, 0" in out
+def test_demo_runs_end_to_end_prints_its_commands_and_keeps_its_folder() -> None:
+    result = subprocess.run([str(BIN / "python"), str(DEMO), "--keep"], capture_output=True,
+                            text=True, timeout=120)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    kept = Path(re.search(r"^demo: kept (\S+) ", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    try:
+        assert out.count("sink | POST /api/webhook/") == 3
+        assert "delivered:   3" in out
+        assert "exit codes: relay-hub 0, relayd 0, sink 0" in out
+        # the commands it ran, with the files it kept
+        assert f"relayd --config {kept}/relayd.toml 2> {kept}/relayd.log &" in out
+        assert f"relay-hub --config {kept}/relay-hub.toml 2> {kept}/relay-hub.log &" in out
+        assert re.search(r"^\$ \S*python\S* -m relayd\.sink \d+ &", out, re.MULTILINE)
+        assert re.search(r"^\$ \S*relayctl status --admin http://127\.0\.0\.1:\d+$", out,
+                         re.MULTILINE)
+        assert {"relayd.toml", "relay-hub.toml", "relayd.db", "relayd.log"} <= {
+            p.name for p in kept.iterdir()}
+        assert "webhook delivered" in (kept / "relayd.log").read_text()
+    finally:
+        shutil.rmtree(kept)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import sys
 
-__all__ = ["setup_logging"]
+__all__ = ["DEFAULT_LEVEL", "LEVELS", "setup_logging"]
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# the daemons' --log-level choices and default
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_LEVEL = "INFO"
 
 
-def setup_logging(level: str = "INFO") -> None:
+def setup_logging(level: str = DEFAULT_LEVEL) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(FORMAT))
     root = logging.getLogger()

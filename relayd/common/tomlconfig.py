@@ -129,13 +129,15 @@ def read_secret(secret_file: Path | None, *, file_key: str, env_name: str,
     """The secret from ``environ[env_name]`` if set, else the stripped content of the file.
 
     A missing or empty secret, or a file other users may read, is a `ConfigError` naming
-    where it looked; it never includes the secret itself.
+    where it looked (the file as an absolute path, whatever the working directory); it never
+    includes the secret itself.
     """
     from_env = environ.get(env_name, "").strip()
     if from_env:
         return from_env.encode()
     if secret_file is None:
         raise ConfigError(f"{file_key}: empty, and {env_name} is not set: no secret")
+    secret_file = Path(os.path.abspath(secret_file))
     try:
         mode = secret_file.stat().st_mode
         if mode & 0o007:

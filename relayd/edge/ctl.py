@@ -4,7 +4,8 @@ Finds the daemon through ``--admin URL`` (default ``http://127.0.0.1:8081``) or 
 ``--config PATH`` (the daemon's own config; its ``[admin] listen``). Sends the admin token,
 if any, from ``--token-file PATH``, else ``RELAYD_ADMIN_TOKEN``, else the config's
 ``[admin] token_file``. Exits 0 when the daemon answered, 1 when it is unreachable or
-answered an error, 2 for bad usage.
+answered an error, 2 for bad usage (with no arguments at all it prints its help, and
+exits 2).
 """
 
 from __future__ import annotations
@@ -13,16 +14,24 @@ import argparse
 import json
 import os
 import sys
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from relayd.edge.config import ConfigError, load_config, read_admin_token
+from relayd.edge.config import (
+    ADMIN_TOKEN_ENV,
+    AdminConfig,
+    ConfigError,
+    load_config,
+    read_admin_token,
+)
 
 __all__ = ["main"]
 
-DEFAULT_ADMIN = "http://127.0.0.1:8081"
+# relayd's default admin.listen
+DEFAULT_ADMIN = f"http://{AdminConfig().listen}"
 TIMEOUT_SECONDS = 5.0
 
 
@@ -72,15 +81,47 @@ def _human(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="relayctl", description="control a running relayd")
-    parser.add_argument("command", choices=["status"])
-    parser.add_argument("--config", help="relayd.toml of the daemon (to find its admin address)")
-    parser.add_argument("--admin", help=f"admin base URL (default {DEFAULT_ADMIN})")
-    parser.add_argument("--json", action="store_true", help="print the raw status JSON")
+EPILOG = f"""\
+commands:
+  status  what relayd is doing: the hub connection and the webhook queue
+
+environment:
+  {ADMIN_TOKEN_ENV}  the admin token, when --token-file is not given
+
+exit codes:
+  0  relayd answered
+  1  relayd is unreachable or answered an error
+  2  bad usage (no command, for instance: this help is printed)
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relayctl", description="relayctl: ask a running relayd (through its admin "
+        "listener)\nwhat it is doing.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["status"], help="what to do: status")
+    parser.add_argument("--config", metavar="PATH",
+                        help="the daemon's relayd.toml, to find its admin.listen address "
+                             "(default: not used; --admin or its default instead)")
+    parser.add_argument("--admin", metavar="URL",
+                        help=f"admin base URL (default: {DEFAULT_ADMIN}, relayd's default "
+                             "admin.listen)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the raw status JSON (default: a summary for a person)")
     parser.add_argument("--token-file", metavar="PATH",
-                        help="file holding the admin token (default: RELAYD_ADMIN_TOKEN, "
+                        help=f"file holding the admin token (default: {ADMIN_TOKEN_ENV}, "
                              "else [admin] token_file of --config)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('relayd')}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        # a bare ``relayctl``: show what it can do rather than argparse's one-line error
+        parser.print_help(sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         base = _admin_url(args)

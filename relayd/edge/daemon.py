@@ -37,6 +37,7 @@ from relayd.edge.handler import RelayStreamHandler
 from relayd.edge.http import serve_http
 from relayd.edge.ingest import IngestBatcher
 from relayd.edge.ingress import IngressApp
+from relayd.edge.listen_error import naming_listener
 from relayd.edge.manager import ConnectionManager
 from relayd.edge.store import Store, retry_policy
 from relayd.transport.guard import PeerGuard
@@ -93,6 +94,8 @@ class Relayd:
         async with self._store_type.open(cfg.store.path, retry_policy(relay),
                                          busy_timeout=cfg.store.busy_timeout) as store:
             self.store = store
+            if not cfg.endpoints:
+                log.warning("no [[endpoints]] configured: every webhook will be answered 404")
             await self._warn_orphans(store)
             async with trio.open_nursery() as root:
                 dispatcher = self.dispatcher = Dispatcher(
@@ -130,10 +133,14 @@ class Relayd:
                 batcher_done = await _start_tracked(root, batcher.run)
                 dispatch_scope = trio.CancelScope()
                 await root.start(_run_in_scope, dispatch_scope, dispatcher.run)
-                grpc_address = await root.start(grpc.run)
-                admin_address = await root.start(self._serve_admin)
+                with naming_listener("relay.grpc_listen", relay.grpc_listen):
+                    grpc_address = await root.start(grpc.run)
+                with naming_listener("admin.listen", cfg.admin.listen):
+                    admin_address = await root.start(self._serve_admin)
                 ingress_done = trio.Event()
-                ingress_address = await root.start(self._serve_ingress, batcher, ingress_done)
+                with naming_listener("ingress.listen", cfg.ingress.listen):
+                    ingress_address = await root.start(self._serve_ingress, batcher,
+                                                       ingress_done)
                 self.addresses = Addresses(grpc_address, ingress_address, admin_address)
                 log.info("relayd ready grpc=%s ingress=%s admin=%s store=%s endpoints=%d tls=%s",
                          grpc_address, ingress_address, admin_address, cfg.store.path,

@@ -12,14 +12,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from importlib.metadata import version
 
 import trio
 
 from relayd.common import systemd
-from relayd.common.logs import setup_logging
+from relayd.common.logs import DEFAULT_LEVEL, LEVELS, setup_logging
 from relayd.common.runner import describe, leaves, run_until_signalled
-from relayd.hub.config import ConfigError, HubConfig, load_hub_config
+from relayd.hub.config import SECRET_ENV, ConfigError, HubConfig, load_hub_config
 from relayd.hub.daemon import CONNECTION_ERRORS, Rejected, RelayHub, authenticate
+from relayd.hub.probe import HANDSHAKE_ERRORS, NOT_RELAYD, not_relayd
 from relayd.transport.client import open_relay_stream
 
 __all__ = ["main"]
@@ -32,6 +34,7 @@ async def check(config: HubConfig) -> tuple[bool, str]:
     hub = RelayHub(config)
     where = f"{config.hub.edge_url} as hub {config.hub.id!r}"
     result = (True, f"ok: authenticated to {where}")
+    handshake_failed = False
     try:
         async with open_relay_stream(config.edge_host, config.edge_port,
                                      ssl_context=hub.ssl_context(),
@@ -42,6 +45,13 @@ async def check(config: HubConfig) -> tuple[bool, str]:
         result = (False, f"rejected by {where}: {leaves(group)[0]}")
     except* CONNECTION_ERRORS as group:
         result = (False, f"cannot connect to {where}: {describe(leaves(group)[0])}")
+        handshake_failed = any(isinstance(e, HANDSHAKE_ERRORS) for e in leaves(group))
+    if handshake_failed:
+        wrong = None
+        with trio.move_on_after(config.hub.connect_timeout):
+            wrong = await not_relayd(config.hub.edge_url, config.hub.ca_file)
+        if wrong:
+            result = (False, f"cannot connect to {where}: {NOT_RELAYD.format(answer=wrong)}")
     return result
 
 
@@ -57,15 +67,38 @@ async def _serve(hub: RelayHub) -> None:
         nursery.cancel_scope.cancel()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="relay-hub",
-                                     description="relay-hub: deliver relayd webhooks at home")
-    parser.add_argument("--config", required=True, help="path to relay-hub.toml")
+EPILOG = f"""\
+environment:
+  {SECRET_ENV}  the hub secret; when set it overrides hub.secret_file
+
+exit codes:
+  0  stopped gracefully (--check: authenticated to the edge)
+  1  --check: could not connect, or the edge rejected the hub
+  2  configuration error, the message names the key
+
+Every config key and its default: conf/relay-hub.toml in the source, or the README.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relay-hub", description="relay-hub: connects out to relayd and delivers its "
+        "webhooks\nto the services on this network.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, metavar="PATH",
+                        help="path to relay-hub.toml (required; relative paths in it are "
+                             "relative to its folder)")
     parser.add_argument("--check", action="store_true",
-                        help="validate the config, try one connect, print the result")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    args = parser.parse_args(argv)
+                        help="validate the config, connect and authenticate once, print the "
+                             "result and exit (default: run the hub)")
+    parser.add_argument("--log-level", default=DEFAULT_LEVEL, choices=LEVELS,
+                        metavar="LEVEL", help=f"{', '.join(LEVELS)} (default: %(default)s)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('relayd')}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     setup_logging(args.log_level)
     try:
         config = load_hub_config(args.config)

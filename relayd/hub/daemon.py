@@ -4,6 +4,10 @@ After any failure (refused, rejected, dropped, stale) it waits an exponential ba
 full jitter (``reconnect_initial`` up to ``reconnect_max``), reset after a connection that
 stayed up for `STABLE_SECONDS`. `request_stop` drains the current session (deliveries in
 progress finish within ``shutdown_grace`` and are acked) and `run` returns.
+
+When the handshake fails in a way that hints at a wrong ``hub.edge_url`` (something else
+than relayd's gRPC port answered), the hub probes it once per failure episode (until a
+connection succeeds) and, if it is not relayd, says so instead of the protocol error.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from relayd.common.signing import sign
 from relayd.common.tls import client_context
 from relayd.hub.backoff import Backoff
 from relayd.hub.config import HubConfig
+from relayd.hub.probe import HANDSHAKE_ERRORS, NOT_RELAYD, not_relayd
 from relayd.hub.recent import RecentIds
 from relayd.hub.session import HubSession
 from relayd.transport.client import open_relay_stream
@@ -87,6 +92,9 @@ class RelayHub:
         self._stop = trio.Event()
         self.stopped = trio.Event()
         self._last_timestamp = 0
+        # the wrong-port probe: done in this failure episode yet, and what it found
+        self._probed = False
+        self._not_relayd: str | None = None
 
     def request_shutdown(self) -> None:
         """Drain the current session and stop; `run` returns when done."""
@@ -128,6 +136,7 @@ class RelayHub:
             while not self._stop.is_set():
                 up_since: float | None = None
                 reason = ""
+                handshake_failed = False
                 try:
                     async with open_relay_stream(self.config.edge_host, self.config.edge_port,
                                                  ssl_context=tls,
@@ -145,15 +154,33 @@ class RelayHub:
                     reason = f"rejected by the edge: {leaves(group)[0]}"
                 except* CONNECTION_ERRORS as group:
                     reason = "; ".join(describe(e) for e in leaves(group))
+                    handshake_failed = up_since is None and any(
+                        isinstance(e, HANDSHAKE_ERRORS) for e in leaves(group))
                 finally:
                     self.session = None
                 if self._stop.is_set():
                     break
-                if up_since is not None and trio.current_time() - up_since >= STABLE_SECONDS:
-                    backoff.reset()
+                if up_since is not None:
+                    self._probed, self._not_relayd = False, None  # a new failure episode
+                    if trio.current_time() - up_since >= STABLE_SECONDS:
+                        backoff.reset()
+                elif handshake_failed:
+                    reason = await self._explain_handshake_failure(reason)
                 delay = backoff.next_delay()
                 log.warning("not connected to the edge (%s); retrying in %.1fs", reason, delay)
                 with trio.move_on_after(delay):
                     await self._stop.wait()
         log.info("relay-hub stopped")
+
+    async def _explain_handshake_failure(self, reason: str) -> str:
+        """``reason``, or that ``hub.edge_url`` is not relayd's gRPC port if a probe (once per
+        failure episode) found so; the finding and how to fix it are logged once."""
+        hub = self.config.hub
+        if not self._probed:
+            self._probed = True
+            with trio.move_on_after(hub.connect_timeout):
+                self._not_relayd = await not_relayd(hub.edge_url, hub.ca_file)
+            if self._not_relayd:
+                log.error("%s: %s", hub.edge_url, NOT_RELAYD.format(answer=self._not_relayd))
+        return f"not a relayd gRPC port: {self._not_relayd}" if self._not_relayd else reason
 
