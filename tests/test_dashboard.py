@@ -106,8 +106,8 @@ async def test_dashboard_follows_the_hub_and_a_webhook_through_failure_and_repla
                ).json()["id"]
         sent = await hub.recv_webhook()
         assert sent.id == wid
-        # sent, not acknowledged yet: on the page as pending (in flight)
-        await dash.expect(row(wid, "status"), text="pending")
+        # sent, not acknowledged yet
+        await dash.expect(row(wid, "status"), text="in flight")
         await dash.expect(row(wid, "endpoint"), text="alpha")
         await dash.expect('#queue [data-key="in_flight"] .n', text="1")
 
@@ -132,7 +132,7 @@ async def test_dashboard_follows_the_hub_and_a_webhook_through_failure_and_repla
         copy = await hub.recv_webhook()
         assert copy.id != wid and copy.body == body
         await dash.expect("#action-result", text=f"Replayed as {copy.id}.")
-        await dash.expect(row(copy.id, "status"), contains="pending")
+        await dash.expect(row(copy.id, "status"), contains="in flight")
         await dash.expect(row(copy.id, "status"), contains="replay")
         await hub.ack(copy.id)
         await dash.expect(row(copy.id, "status"), contains="delivered")
@@ -143,7 +143,7 @@ async def test_dashboard_follows_the_hub_and_a_webhook_through_failure_and_repla
         await dash.click("#retry")
         again = await hub.recv_webhook()
         assert again.id == wid
-        await dash.expect("#detail-status", text="pending")
+        await dash.expect("#detail-status", text="in flight")
         await dash.click("#detail-close")
         await dash.expect("#detail", visible=False)
     await dash.expect("#hub-state", text="disconnected")

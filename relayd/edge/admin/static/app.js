@@ -6,8 +6,9 @@
 const POLL_MS = 2000;        // how often the page asks the API again
 const PAGE_SIZE = 50;        // webhooks per request (the first page is what polling refreshes)
 const TOKEN_KEY = "relayd.admin.token";  // sessionStorage: this tab only
-const STATUS_LABELS = {pending: "pending", delivered: "delivered", failed: "failed",
-                       dead_letter: "dead letter"};
+// `in_flight` is the API's word for a pending webhook the hub has and has not answered yet.
+const STATUS_LABELS = {pending: "pending", in_flight: "in flight", delivered: "delivered",
+                       failed: "failed", dead_letter: "dead letter"};
 
 const $ = (id) => document.getElementById(id);
 
@@ -169,11 +170,13 @@ async function api(path, options = {}) {
 // ---------------------------------------------------------------- status
 
 const endpointRows = new Map();
+let hubConnected = false;
 let knownEndpoints = [];
 
 function renderStatus(doc) {
   const hub = $("hub");
   hub.dataset.state = doc.connected ? "connected" : "disconnected";
+  hubConnected = Boolean(doc.connected);
   setText($("hub-state"), doc.connected ? "connected" : "disconnected");
   const since = parseTime(doc.connected_since);
   setText($("hub-details"), doc.connected
@@ -208,6 +211,9 @@ function makeEndpointRow(endpoint) {
     if (["pending", "in_flight", "failed", "dead_letter"].includes(name)) cell.classList.add("num");
     row.append(cell);
   });
+  row.querySelector(".id").append(
+    el("span"), el("span", {class: "muted destination"}),
+    el("span", {class: "error unserved", text: "not taken by the connected hub", hidden: ""}));
   const error = row.querySelector(".last_error");
   error.append(el("button", {type: "button", class: "link", hidden: "",
                              onclick: () => openDetail(error.dataset.webhook)}),
@@ -221,7 +227,11 @@ function makeEndpointRow(endpoint) {
 
 function updateEndpointRow(row, e) {
   const cell = (name) => row.querySelector(`.${name}`);
-  setText(cell("id"), e.id);
+  const [name, destination, unserved] = cell("id").children;
+  setText(name, e.id);
+  setText(destination, e.destination_url || "");
+  // a connected hub that does not take this endpoint: why its queue does not move
+  unserved.hidden = !(hubConnected && e.hub_serves === false);
   for (const name of ["pending", "in_flight", "failed", "dead_letter"]) {
     setText(cell(name), String(e[name] ?? 0));
   }
@@ -278,7 +288,7 @@ async function refreshWebhooks() {
   const wanted = listPath(null);
   const page = await api(wanted);
   if (wanted !== listPath(null)) return;  // the filters changed meanwhile
-  firstPage = page.items || [];
+  firstPage = page.webhooks || [];
   if (!older.length) nextCursor = page.next || null;
   renderWebhooks();
 }
@@ -288,7 +298,7 @@ async function loadOlder() {
   button.disabled = true;
   try {
     const page = await api(listPath(nextCursor));
-    older = older.concat(page.items || []);
+    older = older.concat(page.webhooks || []);
     nextCursor = page.next || null;
     renderWebhooks();
   } catch (error) {
@@ -382,7 +392,10 @@ function fact(term, value, title = "", className = "") {
 function renderDetail(w) {
   setText($("detail-title"), `Webhook ${w.id}`);
   badge($("detail-status"), w.status);
-  $("retry").disabled = !(w.status === "failed" || w.status === "dead_letter");
+  const retry = retryable(w);
+  $("retry").disabled = !retry;
+  $("retry").title = retry ? "Send it again, as itself, now"
+    : w.status === "delivered" ? "Delivered: Replay sends a copy" : "The hub has it now";
   const facts = [
     ...fact("Endpoint", w.endpoint_id),
     ...fact("Request", requestLine(w)),
@@ -408,6 +421,12 @@ function renderDetail(w) {
   const [kind, text] = bodyView(w);
   setText($("body-kind"), kind);
   $("detail-body").textContent = text;
+}
+
+// What the API retries: a failed or dead-letter webhook, or a pending one (its backoff is
+// skipped); not one the hub has now (in flight), not a delivered one (replay that).
+function retryable(w) {
+  return w.status === "failed" || w.status === "dead_letter" || w.status === "pending";
 }
 
 // The body as the operator wants to read it: JSON pretty-printed, other text as is,
@@ -441,20 +460,20 @@ async function act(button, path, describe) {
 
 function retryOpen() {
   const id = openId;
-  act($("retry"), `api/webhooks/${encodeURIComponent(id)}/retry`, () => "Queued for delivery again.")
+  act($("retry"), `api/webhooks/${encodeURIComponent(id)}/retry`, () => "Queued again.")
     .then(() => { if (openId === id) loadDetail(id); });
 }
 
 function replayOpen() {
   act($("replay"), `api/webhooks/${encodeURIComponent(openId)}/replay`,
-      (r) => `Replayed as ${r.id || (r.webhook && r.webhook.id) || "a new webhook"}.`);
+      (r) => `Replayed as ${(r.queued && r.queued.id) || "a new webhook"}.`);
 }
 
 async function retryEndpoint(id, button) {
   button.disabled = true;
   try {
     const r = await api(`api/endpoints/${encodeURIComponent(id)}/retry`, {method: "POST"});
-    const n = r && (r.retried ?? r.count);
+    const n = r && r.count;
     setText($("endpoints-notice"), n == null ? `${id}: queued again`
                                              : `${id}: ${plural(n, "webhook")} queued again`);
     refreshNow();
