@@ -136,7 +136,8 @@ async def test_listeners_survive_running_out_of_file_descriptors(tmp_path: Path)
         clients = [await open_stream(ingress) for _ in range(12)]
         status = await open_stream(admin)
         clients.append(status)
-        await status.send_all(b"GET /api/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await status.send_all(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                              b"Connection: close\r\n\r\n")
         # both accept loops keep retrying (every 0.1 s) while no descriptor is free, long
         # enough that a slot lost per failed accept would use up all 8
         await daemon.wait_log(f"(?:{EMFILE_LOGGED}[\\s\\S]*?){{20}}")

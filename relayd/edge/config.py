@@ -133,6 +133,14 @@ def read_admin_token(token_file: Path | None, *, environ: Mapping[str, str],
 class StoreConfig:
     path: Path = Path("/var/lib/relayd/relayd.db")
     busy_timeout: float = 5.0
+    # How long a final webhook is kept after it became final (relayd.edge.retention);
+    # 0 keeps it forever. ``keep_failed`` covers ``failed`` and ``dead_letter``.
+    keep_delivered: float = 7 * 24 * 3600.0
+    keep_failed: float = 30 * 24 * 3600.0
+
+
+# StoreConfig keys for which 0 means "forever" (every other duration must be > 0).
+KEEP_FOREVER_KEYS = ("keep_delivered", "keep_failed")
 
 
 @dataclass(frozen=True)
@@ -207,7 +215,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path = Path("."),
         relay=relay,
         ingress=ingress,
         admin=_admin(raw, base_dir, environ, load_secret),
-        store=build_section(raw, "store", StoreConfig, base_dir),
+        store=_store(raw, base_dir),
         hub=hub,
         endpoints=_endpoints(raw.get("endpoints", [])),
     )
@@ -227,6 +235,25 @@ def _admin(raw: Mapping[str, Any], base_dir: Path, environ: Mapping[str, str],
         return admin
     token = read_admin_token(admin.token_file, environ=environ)
     return admin if token is None else dataclasses.replace(admin, token=token)
+
+
+def _store(raw: Mapping[str, Any], base_dir: Path) -> StoreConfig:
+    table = raw.get("store", {})
+    if not isinstance(table, dict):
+        raise ConfigError("store: must be a table")
+    # The shared converter wants every duration > 0; 0 (not false) is "keep forever" here.
+    forever = set()
+    for key in KEEP_FOREVER_KEYS:
+        value = table.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
+            if value < 0:
+                raise ConfigError(f"store.{key}: must be a number of seconds >= 0 "
+                                  f"(0: keep forever), got {value!r}")
+            forever.add(key)
+    rest = {key: value for key, value in table.items() if key not in forever}
+    store = build_section({"store": rest}, "store", StoreConfig, base_dir)
+    zeros: dict[str, Any] = dict.fromkeys(forever, 0.0)
+    return dataclasses.replace(store, **zeros)
 
 
 def _endpoints(value: Any) -> tuple[Endpoint, ...]:

@@ -1,11 +1,12 @@
 """The relayd daemon: one root nursery holding every long-running component.
 
 Start order (each one ready before the next): store, ack writer, ingest batcher,
-dispatcher, gRPC server, admin listener, ingress listener; then READY=1 to systemd.
-`request_shutdown` begins a graceful stop: the ingress stops taking requests and
-finishes the ones it has, queued webhooks are committed, the dispatcher stops sending,
-the acks of webhooks in flight land, then the hub connection is closed, the remaining
-acks are written and everything else is cancelled.
+dispatcher, retention, gRPC server, admin listener, ingress listener; then READY=1 to
+systemd. `request_shutdown` begins a graceful stop: retention stops (the writer is kept
+for what is left to commit), the ingress stops taking requests and finishes the ones it
+has, queued webhooks are committed, the dispatcher stops sending, the acks of webhooks in
+flight land, then the hub connection is closed, the remaining acks are written and
+everything else is cancelled.
 
 The whole graceful stop has one deadline, ``shutdown_grace`` after the request (as
 hypercorn's ``graceful_timeout``): when it passes, whatever still waits (a slow request,
@@ -39,6 +40,7 @@ from relayd.edge.ingest import IngestBatcher
 from relayd.edge.ingress import IngressApp
 from relayd.edge.listen_error import naming_listener
 from relayd.edge.manager import ConnectionManager
+from relayd.edge.retention import Retention
 from relayd.edge.store import Store, retry_policy
 from relayd.transport.guard import PeerGuard
 from relayd.transport.server import GrpcServer
@@ -73,6 +75,7 @@ class Relayd:
         self.dispatcher: Dispatcher | None = None
         self.ack_writer: AckWriter | None = None
         self.batcher: IngestBatcher | None = None
+        self.retention: Retention | None = None
         self.grpc_server: GrpcServer | None = None
         self.guard: PeerGuard | None = None
         self.addresses: Addresses | None = None
@@ -133,6 +136,11 @@ class Relayd:
                 batcher_done = await _start_tracked(root, batcher.run)
                 dispatch_scope = trio.CancelScope()
                 await root.start(_run_in_scope, dispatch_scope, dispatcher.run)
+                retention = self.retention = Retention(
+                    store, keep_delivered=cfg.store.keep_delivered,
+                    keep_failed=cfg.store.keep_failed)
+                retention_scope = trio.CancelScope()
+                await root.start(_run_in_scope, retention_scope, retention.run)
                 with naming_listener("relay.grpc_listen", relay.grpc_listen):
                     grpc_address = await root.start(grpc.run)
                 with naming_listener("admin.listen", cfg.admin.listen):
@@ -158,6 +166,7 @@ class Relayd:
                 # One deadline for every step below; past it the root nursery (this
                 # sequence included) is cancelled.
                 root.cancel_scope.deadline = trio.current_time() + relay.shutdown_grace
+                retention_scope.cancel()
                 stage = "finishing open ingress requests"
                 self._ingress_stop.set()
                 await ingress_done.wait()

@@ -4,7 +4,8 @@
 - `records`: the values it takes and returns;
 - `schema`: tables, migrations, connection settings (``synchronous=FULL``);
 - `acks`: the ack state machine (pending -> delivered / failed / dead letter, retries);
-- `queries`: the reads (what to dispatch next, status counts).
+- `queries`: the reads (what to dispatch next, status counts);
+- `retention`: deleting final webhooks kept long enough, handing their space back.
 
 Durability: every commit is fsynced before the ingress answers 202, so an acknowledged
 webhook survives a power loss, not just a process crash; group commit keeps the fsync

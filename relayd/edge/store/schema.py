@@ -7,6 +7,8 @@ from pathlib import Path
 
 import sqlite_utils
 
+from relayd.edge.store import retention
+
 __all__ = ["SCHEMA_VERSION", "connect", "migrate"]
 
 SCHEMA_VERSION = 3
@@ -17,10 +19,16 @@ def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
 
     ``synchronous=FULL``: an acknowledged webhook survives a power loss, not only a
     process crash. ``busy_timeout`` is how long it waits on a lock held by another
-    process before the statement fails.
+    process before the statement fails. A new database gets ``auto_vacuum=INCREMENTAL``.
     """
+    # SQLite writes nothing into a new file before its first table (or WAL mode) is set.
+    new = not path.exists() or path.stat().st_size == 0
     conn = sqlite3.connect(path, check_same_thread=False, timeout=busy_timeout)
     try:
+        if new:
+            # Only possible before the first table: retention can then give deleted rows'
+            # space back. An existing database keeps its mode (no VACUUM: see `retention`).
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
     except BaseException:
@@ -83,3 +91,13 @@ def migrate(db: sqlite_utils.Database) -> None:
             db.execute("UPDATE webhooks SET envelope_head = NULL "
                        "WHERE status = 'pending' AND method != 'POST'")
             db.execute("PRAGMA user_version = 3")
+    _retention_indexes(db)
+
+
+def _retention_indexes(db: sqlite_utils.Database) -> None:
+    # Not a numbered step: idempotent (IF NOT EXISTS), so it needs no schema version of
+    # its own, and a database from before it gets the indexes on its next start (a scan
+    # of the table, once).
+    with db.atomic():
+        for statement in retention.INDEXES:
+            db.execute(statement)

@@ -4,7 +4,7 @@ Every method is ``async`` and runs its SQL on a worker thread (`trio.to_thread.r
 All writes go through one write connection guarded by a `trio.CapacityLimiter` of 1 (the
 single writer); the callers batch (the ingest batcher and the ack writer each hand over
 many rows per transaction). Reads use their own connections, which WAL lets run beside
-the writer. The SQL itself lives in `schema`, `acks` and `queries`; this class only
+the writer. The SQL itself lives in `schema`, `acks`, `queries` and `retention`; this class only
 owns the connections, the locks and the thread hops, so another engine can stand in for
 it behind the same methods.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import trio
 
 from relayd.edge.config import RelayConfig, StoreConfig
 from relayd.edge.envelopes import envelope_head
-from relayd.edge.store import acks, queries, schema
+from relayd.edge.store import acks, queries, retention, schema
 from relayd.edge.store.records import (
     PENDING,
     AckOutcome,
@@ -173,3 +173,36 @@ class Store:
         async with self._status_lock:
             return await trio.to_thread.run_sync(queries.pending_outside, self._read_status,
                                                  endpoint_ids)
+
+    # -- retention (relayd.edge.retention) ------------------------------------
+
+    async def delete_expired(self, cutoffs: Mapping[str, float], limit: int,
+                             max_bytes: int) -> dict[str, int]:
+        """Delete at most ``limit`` final webhooks (bodies of ``max_bytes`` in all, or one
+        webhook) in one transaction; counts per status.
+
+        ``cutoffs``: final status -> Unix time; its webhooks that became final at or before
+        it go (`retention.delete_expired`; ``pending`` is refused with `ValueError`). The
+        writer is held for this one transaction: a caller deleting more calls again.
+        """
+        def delete() -> dict[str, int]:
+            with self._write_db.atomic():
+                return retention.delete_expired(self._write_db.conn, cutoffs, limit,
+                                                max_bytes)
+
+        async with self._write_lock:
+            return await trio.to_thread.run_sync(delete)
+
+    async def reclaim_space(self, max_pages: int, spare: float) -> int:
+        """Hand free pages beyond ``spare`` (a fraction of all pages), at most
+        ``max_pages``, back to the file system in one transaction; return the bytes handed
+        back (0: nothing left to do). A no-op on a database created without
+        ``auto_vacuum=INCREMENTAL``."""
+        async with self._write_lock:
+            return await trio.to_thread.run_sync(retention.reclaim_space, self._write_db.conn,
+                                                 max_pages, spare)
+
+    async def space(self) -> retention.Space:
+        """Page size, page and free page counts, and whether space can be handed back."""
+        async with self._status_lock:
+            return await trio.to_thread.run_sync(retention.space, self._read_status)
