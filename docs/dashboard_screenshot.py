@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import trio
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +28,7 @@ from tests.browser import PHONE, Browser, require_browser  # noqa: E402
 from tests.helpers import TestHub, make_config, post, wait_for  # noqa: E402
 
 ENDPOINTS = ("github", "stripe", "home-assistant")
+ACKS = 6  # what `populate` acknowledges
 
 
 def push(n: int) -> bytes:
@@ -39,23 +41,28 @@ async def populate(edge: Relayd) -> None:
     ingress = edge.addresses.ingress
     json_headers = {"Content-Type": "application/json"}
     async with TestHub.connected(edge.addresses.grpc) as hub:
+        delivered = []
         for n in range(3):
             await post(ingress, "github", push(n),
                        headers={**json_headers, "X-GitHub-Event": "push"})
-            await hub.ack((await hub.recv_webhook()).id, status_code=204)
+            delivered.append((await hub.recv_webhook()).id)
+            await hub.ack(delivered[-1], status_code=204)
         await post(ingress, "home-assistant/api/webhook/garage-door", b'{"state": "open"}',
                    headers=json_headers)
         gone = await hub.recv_webhook()
         await hub.ack(gone.id, success=False, status_code=410,
-                      error="410 Gone: no such webhook", permanent=True)
+                      error="HTTP 410 Gone", permanent=True)
         await post(ingress, "stripe", b'{"type": "invoice.paid", "id": "evt_1"}',
                    headers={**json_headers, "Stripe-Signature": "t=1,v1=5257a869e7ec"})
         busy = await hub.recv_webhook()
-        await hub.ack(busy.id, success=False, status_code=503, error="Service Unavailable")
+        await hub.ack(busy.id, success=False, status_code=503, error="HTTP 503 Service Unavailable")
+        async with httpx.AsyncClient(base_url=f"http://{edge.addresses.admin}") as admin:
+            await admin.post(f"/api/webhooks/{delivered[0]}/replay")
+        await hub.ack((await hub.recv_webhook()).id, status_code=204)
         await post(ingress, "github", push(9),
                    headers={**json_headers, "X-GitHub-Event": "push"})
         await hub.recv_webhook()  # left in flight
-        await wait_for(lambda: edge.ack_writer.applied == 5)
+        await wait_for(lambda: edge.ack_writer.applied == ACKS)
         await trio.sleep_forever()
 
 
@@ -64,12 +71,13 @@ async def main(phone: Path | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = make_config(Path(tmp), retry_initial=60)
         config = replace(config, endpoints=tuple(
-            Endpoint(e, f"http://127.0.0.1:9/{e}") for e in ENDPOINTS))
+            Endpoint(e, f"http://127.0.0.1:{port}/hooks/{e}")
+            for e, port in zip(ENDPOINTS, (3000, 8080, 8123), strict=True)))
         edge = Relayd(config)
         async with trio.open_nursery() as nursery:
             await nursery.start(edge.run)
             nursery.start_soon(populate, edge)
-            await wait_for(lambda: edge.ack_writer.applied == 5, within=20)
+            await wait_for(lambda: edge.ack_writer.applied == ACKS, within=20)
             async with Browser.launch(Path(tmp) / "profile") as browser:
                 page = await browser.new_page()
                 await browser.run(lambda: page.goto(f"http://{edge.addresses.admin}/"))

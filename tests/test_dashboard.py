@@ -130,7 +130,7 @@ async def test_dashboard_follows_the_hub_and_a_webhook_through_failure_and_repla
         await dash.click("#replay")
         await dash.expect("#action-result", contains="Replayed as ")
         copy = await hub.recv_webhook()
-        assert copy.id != wid and copy.body == body
+        assert copy.id != wid and copy.payload == body
         await dash.expect("#action-result", text=f"Replayed as {copy.id}.")
         await dash.expect(row(copy.id, "status"), contains="in flight")
         await dash.expect(row(copy.id, "status"), contains="replay")

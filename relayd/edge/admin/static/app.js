@@ -60,12 +60,14 @@ function requestLine(item) {
   return `${item.method} ${item.path || "/"}${item.query ? "?" + item.query : ""}`;
 }
 
-function lastResult(item) {
-  const parts = [];
-  if (item.last_status_code != null) parts.push(String(item.last_status_code));
-  if (item.last_error) parts.push(item.last_error);
-  return parts.join(" ");
+// A status code and an error message as one text, the code once: relay-hub's messages
+// already say "HTTP 503 Service Unavailable"; a connection error has no code.
+function outcome(code, message) {
+  if (!message) return code == null ? "" : `HTTP ${code}`;
+  return code == null || message.includes(String(code)) ? message : `${code} ${message}`;
 }
+
+function lastResult(item) { return outcome(item.last_status_code, item.last_error); }
 
 // ---------------------------------------------------------------- DOM helpers
 
@@ -245,8 +247,7 @@ function updateEndpointRow(row, e) {
   const last = e.last_error;
   error.dataset.webhook = last ? last.webhook_id : "";
   link.hidden = !last;
-  setText(link, last ? [last.status_code, last.message].filter((x) => x != null && x !== "").join(" ")
-                         || "error" : "");
+  setText(link, last ? outcome(last.status_code, last.message) || "error" : "");
   setText(when, last ? ago(last.at) : "–", last ? last.at : "");
   setText(cell("next_attempt"), e.next_attempt_at ? until(e.next_attempt_at) : "–",
           e.next_attempt_at || "");
