@@ -55,8 +55,10 @@ class Dashboard:
         return dashboard
 
     async def expect(self, selector: str, *, text: str | None = None,
-                     contains: str | None = None, visible: bool | None = None) -> None:
-        """Wait until the element shows ``text`` (exactly), or ``contains`` it, or is visible."""
+                     contains: str | None = None, visible: bool | None = None,
+                     count: int | None = None) -> None:
+        """Wait until the element shows ``text`` (exactly), or ``contains`` it, or is
+        visible (or hidden), or until ``count`` elements match."""
         from playwright.async_api import expect
 
         target = expect(self.page.locator(selector))
@@ -68,6 +70,8 @@ class Dashboard:
             await self.browser.run(target.to_be_visible)
         if visible is False:
             await self.browser.run(target.to_be_hidden)
+        if count is not None:
+            await self.browser.run(lambda: target.to_have_count(count))
 
     async def click(self, selector: str) -> None:
         await self.browser.run(lambda: self.page.locator(selector).click())
@@ -164,6 +168,26 @@ async def test_dashboard_filters_by_endpoint_and_status(edge: Relayd, browser: B
     await dash.expect("#webhooks-empty", visible=True)
     # the filters are in the URL: a reload keeps them
     assert (await dash.evaluate("location.hash")) == "#endpoint=beta&status=failed"
+    assert dash.errors == []
+
+
+async def test_dashboard_shows_older_webhooks_on_request_and_keeps_them_all_live(
+    edge: Relayd, browser: Browser
+) -> None:
+    ids = [(await post(edge.addresses.ingress, "alpha")).json()["id"] for _ in range(51)]
+    dash = await Dashboard.open(browser, edge)
+    await dash.expect("#webhooks tbody tr", count=50)  # the newest 50
+    await dash.expect(row(ids[0]), visible=False)
+    await dash.click("#more")
+    await dash.expect("#webhooks tbody tr", count=51)
+    await dash.expect(row(ids[0]), visible=True)
+    await dash.expect("#more", visible=False)  # nothing older
+    # a new webhook arrives on top; the oldest shown stays shown (and up to date)
+    newest = (await post(edge.addresses.ingress, "alpha")).json()["id"]
+    await dash.expect(row(newest), visible=True)
+    await dash.expect("#webhooks tbody tr", count=52)
+    for older in ids[:2]:  # ids[1] is no longer among the newest 50: still shown
+        await dash.expect(row(older), visible=True)
     assert dash.errors == []
 
 

@@ -4,7 +4,8 @@
 "use strict";
 
 const POLL_MS = 2000;        // how often the page asks the API again
-const PAGE_SIZE = 50;        // webhooks per request (the first page is what polling refreshes)
+const PAGE_SIZE = 50;        // webhooks shown at first; "Show older" adds as many
+const MAX_SHOWN = 500;       // the API's largest page: polling refreshes every row shown
 const TOKEN_KEY = "relayd.admin.token";  // sessionStorage: this tab only
 // `in_flight` is the API's word for a pending webhook the hub has and has not answered yet.
 const STATUS_LABELS = {pending: "pending", in_flight: "in flight", delivered: "delivered",
@@ -116,8 +117,8 @@ function reconcile(tbody, items, rows, make, update) {
 
 class ApiError extends Error {
   constructor(status, body) {
-    super(body && (body.reason || body.error) ? `${body.error}: ${body.reason || ""}`
-                                              : `HTTP ${status}`);
+    const what = body && body.error ? String(body.error) : `HTTP ${status}`;
+    super(body && body.reason ? `${what}: ${body.reason}` : what);
     this.status = status;
   }
 }
@@ -268,53 +269,40 @@ function updateEndpointFilter(ids) {
 // ---------------------------------------------------------------- webhooks list
 
 const webhookRows = new Map();
-let firstPage = [];   // refreshed by every poll
-let older = [];       // pages the user asked for with "Show older" (not refreshed)
-let nextCursor = null;
+let shown = PAGE_SIZE;  // how many of the newest webhooks the list asks for
+let hasMore = false;
 
 function filters() {
   return {endpoint: $("filter-endpoint").value, status: $("filter-status").value};
 }
 
-function listPath(before) {
-  const params = new URLSearchParams({limit: String(PAGE_SIZE)});
+function listPath() {
+  const params = new URLSearchParams({limit: String(shown)});
   const f = filters();
   if (f.endpoint) params.set("endpoint", f.endpoint);
   if (f.status) params.set("status", f.status);
-  if (before) params.set("before", before);
   return `api/webhooks?${params}`;
 }
 
+// One request for every row shown (not a cursor per page): a row that moves down as new
+// webhooks arrive is never lost between two pages, and every status shown is current.
 async function refreshWebhooks() {
-  const wanted = listPath(null);
+  const wanted = listPath();
   const page = await api(wanted);
-  if (wanted !== listPath(null)) return;  // the filters changed meanwhile
-  firstPage = page.webhooks || [];
-  if (!older.length) nextCursor = page.next || null;
-  renderWebhooks();
+  if (wanted !== listPath()) return;  // the filters changed meanwhile
+  hasMore = page.next != null;
+  renderWebhooks(page.webhooks || []);
 }
 
-async function loadOlder() {
-  const button = $("more");
-  button.disabled = true;
-  try {
-    const page = await api(listPath(nextCursor));
-    older = older.concat(page.webhooks || []);
-    nextCursor = page.next || null;
-    renderWebhooks();
-  } catch (error) {
-    showBanner(error.message);
-  } finally {
-    button.disabled = false;
-  }
+function showOlder() {
+  shown = Math.min(shown + PAGE_SIZE, MAX_SHOWN);
+  refreshNow();
 }
 
-function renderWebhooks() {
-  const ids = new Set(firstPage.map((w) => w.id));
-  const items = firstPage.concat(older.filter((w) => !ids.has(w.id)));
+function renderWebhooks(items) {
   reconcile($("webhooks").tBodies[0], items, webhookRows, makeWebhookRow, updateWebhookRow);
   $("webhooks-empty").hidden = items.length > 0;
-  $("more").hidden = !nextCursor;
+  $("more").hidden = !hasMore || shown >= MAX_SHOWN;
   if (openId) {
     const item = items.find((w) => w.id === openId);
     if (item && item.status + item.attempts !== openSignature) loadDetail(openId);
@@ -526,8 +514,7 @@ async function tick() {
 function refreshNow() { tick(); }
 
 function filtersChanged() {
-  older = [];
-  nextCursor = null;
+  shown = PAGE_SIZE;
   const f = filters();
   const hash = new URLSearchParams(Object.entries(f).filter(([, v]) => v)).toString();
   history.replaceState(null, "", hash ? `#${hash}` : location.pathname + location.search);
@@ -544,7 +531,7 @@ function start() {
   $("filter-endpoint").addEventListener("change", filtersChanged);
   $("filter-status").addEventListener("change", filtersChanged);
   $("filters").addEventListener("submit", (event) => event.preventDefault());
-  $("more").addEventListener("click", loadOlder);
+  $("more").addEventListener("click", showOlder);
   $("retry").addEventListener("click", retryOpen);
   $("replay").addEventListener("click", replayOpen);
   $("detail-close").addEventListener("click", () => $("detail").close());
