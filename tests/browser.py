@@ -6,6 +6,11 @@ asyncio event loop in a thread of its own, and a trio test awaits each step thro
 Playwright's own waiting (``expect(...).to_have_text``) is the synchronisation: it
 retries until the page shows the text or its timeout passes.
 
+Every Playwright call, even one that looks local (``page.on`` sends a subscription to the
+driver), must happen inside a step: Playwright is not thread-safe, and a message sent from
+the trio thread can have its answer dispatched before its callback is registered
+("Cannot find command to respond").
+
 Playwright's bundled browser download is not used (nor reachable here): chromium is the
 Debian package, which `.ci/run` installs. Without it (or without playwright) the tests
 fail under ``CI=true`` and skip, saying why, elsewhere.
@@ -75,12 +80,13 @@ class Browser:
             async def start() -> Any:
                 nonlocal playwright
                 playwright = await async_playwright().start()
-                return await playwright.chromium.launch_persistent_context(
+                context = await playwright.chromium.launch_persistent_context(
                     str(profile), executable_path=str(CHROMIUM), args=ARGS, headless=True,
                     viewport=DESKTOP)
+                context.set_default_timeout(STEP_TIMEOUT_MS)
+                return context
 
             browser.context = await browser.run(start)
-            browser.context.set_default_timeout(STEP_TIMEOUT_MS)
             yield browser
         finally:
             with trio.CancelScope(shield=True):

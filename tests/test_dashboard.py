@@ -48,10 +48,14 @@ class Dashboard:
     async def open(cls, browser: Browser, edge: Relayd, **options: Any) -> Dashboard:
         dashboard = cls(browser, await browser.new_page(**options))
         page = dashboard.page
-        page.on("pageerror", lambda error: dashboard.errors.append(str(error)))
-        page.on("console", lambda message: message.type == "error"
-                and dashboard.errors.append(message.text))
-        await browser.run(lambda: page.goto(f"http://{edge.addresses.admin}/"))
+
+        async def listen_and_go() -> None:
+            page.on("pageerror", lambda error: dashboard.errors.append(str(error)))
+            page.on("console", lambda message: message.type == "error"
+                    and dashboard.errors.append(message.text))
+            await page.goto(f"http://{edge.addresses.admin}/")
+
+        await browser.run(listen_and_go)
         return dashboard
 
     async def expect(self, selector: str, *, text: str | None = None,
@@ -61,23 +65,29 @@ class Dashboard:
         visible (or hidden), or until ``count`` elements match."""
         from playwright.async_api import expect
 
-        target = expect(self.page.locator(selector))
-        if text is not None:
-            await self.browser.run(lambda: target.to_have_text(text))
-        if contains is not None:
-            await self.browser.run(lambda: target.to_contain_text(contains))
-        if visible is True:
-            await self.browser.run(target.to_be_visible)
-        if visible is False:
-            await self.browser.run(target.to_be_hidden)
-        if count is not None:
-            await self.browser.run(lambda: target.to_have_count(count))
+        async def check() -> None:
+            target = expect(self.page.locator(selector))
+            if text is not None:
+                await target.to_have_text(text)
+            if contains is not None:
+                await target.to_contain_text(contains)
+            if visible is True:
+                await target.to_be_visible()
+            if visible is False:
+                await target.to_be_hidden()
+            if count is not None:
+                await target.to_have_count(count)
+
+        await self.browser.run(check)
 
     async def click(self, selector: str) -> None:
         await self.browser.run(lambda: self.page.locator(selector).click())
 
     async def fill(self, selector: str, value: str) -> None:
         await self.browser.run(lambda: self.page.locator(selector).fill(value))
+
+    async def select(self, selector: str, value: str) -> None:
+        await self.browser.run(lambda: self.page.select_option(selector, value))
 
     async def evaluate(self, script: str) -> Any:
         return await self.browser.run(lambda: self.page.evaluate(script))
@@ -160,10 +170,10 @@ async def test_dashboard_filters_by_endpoint_and_status(edge: Relayd, browser: B
     dash = await Dashboard.open(browser, edge)
     await dash.expect(row(alpha), visible=True)
     await dash.expect(row(beta), visible=True)
-    await dash.browser.run(lambda: dash.page.select_option("#filter-endpoint", "beta"))
+    await dash.select("#filter-endpoint", "beta")
     await dash.expect(row(alpha), visible=False)
     await dash.expect(row(beta), visible=True)
-    await dash.browser.run(lambda: dash.page.select_option("#filter-status", "failed"))
+    await dash.select("#filter-status", "failed")
     await dash.expect(row(beta), visible=False)
     await dash.expect("#webhooks-empty", visible=True)
     # the filters are in the URL: a reload keeps them
