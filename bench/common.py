@@ -77,10 +77,10 @@ async def stop(*processes: trio.Process) -> None:
             await proc.wait()
 
 
-async def start_relayd(config: Path, log: Path) -> trio.Process:
-    """Start relayd (WARNING logs) and wait until its admin listener answers."""
+async def start_relayd(config: Path, log: Path, log_level: str = "WARNING") -> trio.Process:
+    """Start relayd (WARNING logs unless told) and wait until its admin listener answers."""
     proc = await start([str(BIN / "relayd"), "--config", str(config), "--log-level",
-                        "WARNING"], log)
+                        log_level], log)
     try:
         await wait_status(edge_ports(config)["admin"], lambda doc: True, within=30,
                           process=proc)

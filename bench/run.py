@@ -8,6 +8,7 @@ table and writes ``bench/results.json``. ``--smoke`` runs every scenario tiny (C
 |---|---|---|
 | ceiling | raw purerpc bidi loop, 1 KiB messages, each acked | (is the baseline) |
 | relay | pending webhooks delivered and acked in the DB per second | ceiling |
+| relay | the same at relayd's default log level (INFO) | relay at WARNING |
 | latency | POST start to the hub receiving it, p50 / p99 | seed behaviour: 1 s poll |
 | wan | drain of one endpoint through a 25 ms-each-way proxy | window 1 (extrapolated) |
 | full | through relay-hub to an HTTP destination: webhooks/s, CPU share | relay (bench hub) |
@@ -117,7 +118,8 @@ class Bench:
 
     async def relay(self, name: str, endpoints: int, count: int, *, pipeline: bool,
                     hub_port: Callable[[Path], Awaitable[int]] | None = None,
-                    until: int | None = None) -> tuple[float, float]:
+                    until: int | None = None, log_level: str = "WARNING"
+                    ) -> tuple[float, float]:
         """Drain ``count`` pending webhooks through the bench hub; (webhooks/s, seconds).
 
         ``until`` stops the clock after that many (a sample, for slow configurations).
@@ -126,7 +128,7 @@ class Bench:
         ids = [f"e{i}" for i in range(endpoints)]
         config = write_edge_config(folder, ids)
         await fill_pending(folder / "relayd.db", ids, count)
-        edge = await start_relayd(config, folder / "relayd.log")
+        edge = await start_relayd(config, folder / "relayd.log", log_level)
         ports = edge_ports(config)
         extra: list[trio.Process] = []
         try:
@@ -167,6 +169,16 @@ class Bench:
                 rate, "webhooks/s", ceiling, "ceiling", rate / ceiling,
                 ">= 0.7 x ceiling" if pipeline else "", rate / ceiling >= 0.7 if pipeline
                 else None))
+            if name == "relay-16-endpoints":
+                # Right after its WARNING twin: what the default log level costs (per
+                # webhook lines are DEBUG; at INFO only connects, failures and summaries).
+                info, _ = await self.relay(f"{name}-info", endpoints, n, pipeline=True,
+                                           log_level="INFO")
+                self.rows.append(Row(
+                    "relay", f"{n} pending, {endpoints} endpoint(s), pipelined, "
+                             "relayd at INFO (default log level)",
+                    info, "webhooks/s", rate, "same at WARNING", info / rate,
+                    ">= 0.95 x WARNING", info / rate >= 0.95))
 
     # -- latency ----------------------------------------------------------------
 

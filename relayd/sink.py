@@ -6,8 +6,8 @@ and prints the method, path, query, headers and the start of the body. Ctrl-C or
 SIGTERM stops it.
 
 It belongs to neither daemon (it is what relay-hub talks *to*), so it lives beside
-``relayd.edge`` and ``relayd.hub`` and imports neither; it serves with hypercorn, which
-relayd already depends on.
+``relayd.edge`` and ``relayd.hub`` and imports neither (only `relayd.common`); it serves
+with hypercorn, which relayd already depends on.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from relayd.common.asgi import Scope, handle_lifespan
+
 __all__ = ["DEFAULT_PORT", "main"]
 
 # conf/relayd.local.toml's example endpoint delivers to http://127.0.0.1:9000/webhook.
@@ -34,8 +36,6 @@ BODY_PREVIEW_BYTES = 500
 # Requests in progress when a stop is asked get this long to finish.
 GRACEFUL_SECONDS = 1.0
 
-Scope = dict[str, Any]
-
 
 class PrintingApp:
     """An ASGI app: answer every HTTP request with ``status`` and print what arrived."""
@@ -45,7 +45,7 @@ class PrintingApp:
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await handle_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -61,17 +61,6 @@ class PrintingApp:
                     "headers": [(b"content-type", b"text/plain"),
                                 (b"content-length", str(len(data)).encode())]})
         await send({"type": "http.response.body", "body": data})
-
-
-async def _lifespan(receive: Any, send: Any) -> None:
-    """Answer the ASGI lifespan protocol (hypercorn 0.17 needs it answered)."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 def describe_request(scope: Scope, body: bytes, status: int) -> str:

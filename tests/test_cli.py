@@ -93,7 +93,7 @@ def test_relayd_check_prints_a_summary_opens_the_store_and_binds_nothing(
     assert "127.0.0.1:0 (relay.grpc_listen" in out and "127.0.0.1:0 (admin.listen" in out
     assert f"store:      {tmp_path / 'state' / 'relayd.db'} (opened: pending 0" in out
     assert "id 'home'" in out and f"secret from {tmp_path / 'hub.secret'}" in out
-    assert "github -> http://127.0.0.1:9/github" in out
+    assert "github -> http://127.0.0.1:9/github (senders not verified)" in out
     assert SECRET not in out + result.stderr
     with open_db(tmp_path / "state" / "relayd.db") as db:  # created and migrated
         assert db.execute("SELECT COUNT(*) FROM webhooks").fetchone() == (0,)

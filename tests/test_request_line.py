@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from relayd.edge.daemon import Relayd
+from relayd.edge.store import schema
 from relayd.hub.daemon import RelayHub
 from relayd.hub.delivery import deliver
 from relayd.wire import pb
@@ -207,7 +208,7 @@ async def test_v2_database_is_migrated_and_its_pending_rows_delivered_as_before(
     ])
     edge = await start_edge(nursery, tmp_path)
     with open_db(tmp_path / "relayd.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
         assert db.execute("SELECT id, path, query, remote_addr FROM webhooks ORDER BY seq"
                           ).fetchall() == [("done", "", "", ""), ("v2-post", "", "", ""),
                                            ("v2-put", "", "", "")]

@@ -124,19 +124,21 @@ def _convert(key: str, value: Any, kind: Any, base_dir: Path) -> Any:
     raise ConfigError(f"{key}: unsupported setting type {kind!r}")  # pragma: no cover
 
 
-def read_secret(secret_file: Path | None, *, file_key: str, env_name: str,
+def read_secret(secret_file: Path | None, *, file_key: str, env_name: str | None,
                 environ: Mapping[str, str]) -> bytes:
     """The secret from ``environ[env_name]`` if set, else the stripped content of the file.
 
     A missing or empty secret, or a file other users may read, is a `ConfigError` naming
     where it looked (the file as an absolute path, whatever the working directory); it never
-    includes the secret itself.
+    includes the secret itself. ``env_name`` None: the file only, no variable overrides it.
     """
-    from_env = environ.get(env_name, "").strip()
+    from_env = environ.get(env_name, "").strip() if env_name is not None else ""
     if from_env:
         return from_env.encode()
+    unset = f" (and {env_name} is not set)" if env_name is not None else ""
     if secret_file is None:
-        raise ConfigError(f"{file_key}: empty, and {env_name} is not set: no secret")
+        but = f", and {env_name} is not set" if env_name is not None else ""
+        raise ConfigError(f"{file_key}: empty{but}: no secret")
     secret_file = Path(os.path.abspath(secret_file))
     try:
         mode = secret_file.stat().st_mode
@@ -147,11 +149,10 @@ def read_secret(secret_file: Path | None, *, file_key: str, env_name: str,
                 "group the daemon runs in)")
         text = secret_file.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        raise ConfigError(f"{file_key}: {secret_file} does not exist "
-                          f"(and {env_name} is not set)") from None
+        raise ConfigError(f"{file_key}: {secret_file} does not exist{unset}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file_key}: cannot read {secret_file}: "
                           f"{type(exc).__name__}") from None
     if not text:
-        raise ConfigError(f"{file_key}: {secret_file} is empty (and {env_name} is not set)")
+        raise ConfigError(f"{file_key}: {secret_file} is empty{unset}")
     return text.encode()

@@ -2,7 +2,9 @@
 
 Connections put `AckRecord`s into a bounded channel (`sink`); the writer takes all that
 is queued (up to `MAX_BATCH`), applies them in one transaction, logs each outcome once and
-tells the dispatcher, which frees the in-flight slots. If the database refuses the write,
+tells the dispatcher, which frees the in-flight slots. A delivery is logged at DEBUG only
+(the periodic summary counts them at INFO, `relayd.edge.activity`); every failed attempt,
+dead letter and ignored ack is logged at INFO or above. If the database refuses the write,
 the batch is retried (nothing is acked in memory before it is on disk); meanwhile the
 channel fills and the hub is slowed down by backpressure rather than losing acks.
 
@@ -69,8 +71,7 @@ class AckWriter:
                     self._writing = 0
                     self.batches += 1
                     self.applied += len(batch)
-                    for outcome in outcomes:
-                        _log_outcome(outcome, now)
+                    _log_outcomes(outcomes, now)
                     self._on_applied(outcomes)
             finally:
                 # Counted before the channel closes: closing the last receiver drops its buffer.
@@ -90,11 +91,20 @@ class AckWriter:
                 await trio.sleep(RETRY_SECONDS)
 
 
+def _log_outcomes(outcomes: Sequence[AckOutcome], now: float) -> None:
+    # Deliveries are most of a batch: at INFO they are passed over without a call each.
+    debug = log.isEnabledFor(logging.DEBUG)
+    for outcome in outcomes:
+        if outcome.outcome == "delivered" and not debug:
+            continue
+        _log_outcome(outcome, now)
+
+
 def _log_outcome(outcome: AckOutcome, now: float) -> None:
     wid, ep = outcome.webhook_id, outcome.endpoint_id
     match outcome.outcome:
         case "delivered":
-            log.info("webhook delivered webhook_id=%s endpoint=%s", wid, ep)
+            log.debug("webhook delivered webhook_id=%s endpoint=%s", wid, ep)
         case "failed":
             log.warning("webhook failed permanently webhook_id=%s endpoint=%s error=%r",
                         wid, ep, outcome.detail)

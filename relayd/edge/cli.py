@@ -17,12 +17,12 @@ import logging
 import os
 import sqlite3
 import sys
-from importlib.metadata import version
 from pathlib import Path
 
 import trio
 
-from relayd.common.logs import DEFAULT_LEVEL, LEVELS, setup_logging
+from relayd.common.cli import daemon_parser
+from relayd.common.logs import setup_logging
 from relayd.common.runner import describe, leaves, run_until_signalled
 from relayd.edge.config import ADMIN_TOKEN_ENV, SECRET_ENV, Config, ConfigError, load_config
 from relayd.edge.daemon import Relayd
@@ -48,20 +48,12 @@ Every config key and its default: conf/relayd.toml in the source, or the README.
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="relayd", description="relayd: the webhook relay's public edge. It accepts "
-        "webhooks over HTTP,\nstores them durably and streams them to relay-hub over gRPC.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, metavar="PATH",
-                        help="path to relayd.toml (required; relative paths in it are "
-                             "relative to its folder)")
-    parser.add_argument("--check", action="store_true",
-                        help="validate the config, open (create or migrate) the store, print "
-                             "a summary and exit; binds no port (default: run the daemon)")
-    parser.add_argument("--log-level", default=DEFAULT_LEVEL, choices=LEVELS,
-                        metavar="LEVEL", help=f"{', '.join(LEVELS)} (default: %(default)s)")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version('relayd')}")
-    return parser
+    return daemon_parser(
+        "relayd", description="relayd: the webhook relay's public edge. It accepts webhooks "
+        "over HTTP,\nstores them durably and streams them to relay-hub over gRPC.",
+        epilog=EPILOG, config_file="relayd.toml",
+        check_help="validate the config, open (create or migrate) the store, print a summary "
+                   "and exit; binds no port (default: run the daemon)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,7 +128,9 @@ def _summary(config: Config, config_path: Path, store_summary: str) -> str:
     ]
     if config.endpoints:
         lines.append("  endpoints:")
-        lines += [f"    {ep.id} -> {ep.destination_url}" for ep in config.endpoints]
+        lines += [f"    {ep.id} -> {ep.destination_url} ("
+                  + (f"verified: {ep.verify.scheme}" if ep.verify else "senders not verified")
+                  + ")" for ep in config.endpoints]
     else:
         lines.append("  endpoints:  none; warning: every webhook will be answered 404")
     return "\n".join(lines)

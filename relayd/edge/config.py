@@ -4,10 +4,14 @@ Every section is a frozen dataclass. Unknown keys and bad values raise `ConfigEr
 naming the key (``relay.stale_timeout: must be > 0``). Durations are seconds (floats
 allowed). The hub secret never lives in the TOML: it is read from ``hub.secret_file`` or
 the ``RELAYD_HUB_SECRET`` environment variable, and is kept out of ``repr``.
+So are the endpoints' verification secrets (`Verification`: a file, or an environment
+variable the config names).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import ipaddress
 import os
@@ -29,6 +33,7 @@ from relayd.common.tomlconfig import (
 
 __all__ = [
     "ADMIN_TOKEN_ENV",
+    "VERIFY_SCHEMES",
     "AdminConfig",
     "Config",
     "ConfigError",
@@ -38,6 +43,7 @@ __all__ = [
     "ListenAddress",
     "RelayConfig",
     "StoreConfig",
+    "Verification",
     "is_loopback_host",
     "load_config",
     "parse_config",
@@ -52,6 +58,22 @@ ADMIN_TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/=-]{16,}$")
 # Largest body relayd accepts: purerpc hubs receive messages of up to 32 MiB.
 MAX_BODY_LIMIT = 16 * 1024 * 1024
 ENDPOINT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# ``verify`` schemes (relayd.edge.verify) and the keys each one takes besides the secret.
+VERIFY_SCHEMES: Mapping[str, frozenset[str]] = {
+    "github": frozenset(),
+    "stripe": frozenset({"tolerance"}),
+    "standard-webhooks": frozenset({"tolerance"}),
+    "slack": frozenset({"tolerance"}),
+    "hmac-sha256": frozenset({"header", "prefix", "encoding"}),
+    "token": frozenset({"header", "query"}),
+}
+SECRET_KEYS = frozenset({"secret_file", "secret_env"})
+VERIFY_ENCODINGS = ("hex", "base64")
+# An HTTP header name (RFC 9110 token) and an environment variable name.
+HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Standard Webhooks serialises a symmetric secret as ``whsec_`` + base64.
+STANDARD_WEBHOOKS_SECRET_PREFIX = "whsec_"
 
 
 @dataclass(frozen=True)
@@ -151,9 +173,30 @@ class HubConfig:
 
 
 @dataclass(frozen=True)
+class Verification:
+    """``[[endpoints]] verify``: how a webhook's sender is checked before it is stored.
+
+    ``keys`` holds one key per configured secret (several: rotation, any one is accepted),
+    as the scheme uses it: a standard-webhooks ``whsec_`` secret base64-decoded, any other
+    the secret's bytes. It is empty when the config was loaded without secrets.
+    """
+
+    scheme: str = field(default="", metadata={"toml": False})
+    secret_file: Path | None = None  # one secret per line
+    secret_env: str = ""  # the name of an environment variable holding them
+    tolerance: float = 300.0  # accepted age of a signed timestamp, either way
+    header: str = ""  # hmac-sha256, token: the header carrying the signature or token
+    prefix: str = ""  # hmac-sha256: text before the encoded signature (e.g. "sha256=")
+    encoding: str = "hex"  # hmac-sha256: "hex" or "base64"
+    query: str = ""  # token: the query parameter carrying it (instead of a header)
+    keys: tuple[bytes, ...] = field(default=(), repr=False, metadata={"toml": False})
+
+
+@dataclass(frozen=True)
 class Endpoint:
     id: str
     destination_url: str
+    verify: Verification | None = None  # None: anyone who knows the URL may send
 
 
 @dataclass(frozen=True)
@@ -217,7 +260,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path = Path("."),
         admin=_admin(raw, base_dir, environ, load_secret),
         store=_store(raw, base_dir),
         hub=hub,
-        endpoints=_endpoints(raw.get("endpoints", [])),
+        endpoints=_endpoints(raw.get("endpoints", []), base_dir, environ, load_secret),
     )
 
 
@@ -256,16 +299,18 @@ def _store(raw: Mapping[str, Any], base_dir: Path) -> StoreConfig:
     return dataclasses.replace(store, **zeros)
 
 
-def _endpoints(value: Any) -> tuple[Endpoint, ...]:
+def _endpoints(value: Any, base_dir: Path, environ: Mapping[str, str],
+               load_secret: bool) -> tuple[Endpoint, ...]:
     if not isinstance(value, list):
         raise ConfigError("endpoints: must be an array of tables ([[endpoints]])")
+    verify_keys = {"verify"} | SECRET_KEYS | set().union(*VERIFY_SCHEMES.values())
     result: list[Endpoint] = []
     seen: set[str] = set()
     for index, table in enumerate(value):
         key = f"endpoints[{index}]"
         if not isinstance(table, dict):
             raise ConfigError(f"{key}: must be a table")
-        reject_unknown(f"{key}.", table, {"id", "destination_url"})
+        reject_unknown(f"{key}.", table, {"id", "destination_url"} | verify_keys)
         ep_id = table.get("id")
         if not isinstance(ep_id, str) or not ENDPOINT_ID_RE.match(ep_id):
             raise ConfigError(f"{key}.id: must be 1-64 characters of A-Z a-z 0-9 _ . -, "
@@ -277,5 +322,85 @@ def _endpoints(value: Any) -> tuple[Endpoint, ...]:
         if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") \
                 or not urlsplit(url).netloc:
             raise ConfigError(f"{key}.destination_url: must be an http(s) URL, got {url!r}")
-        result.append(Endpoint(ep_id, url))
+        verify_table = {k: v for k, v in table.items() if k in verify_keys}
+        verification = (_verification(key, verify_table, base_dir, environ, load_secret)
+                        if verify_table else None)
+        result.append(Endpoint(ep_id, url, verification))
     return tuple(result)
+
+
+def _verification(key: str, table: dict[str, Any], base_dir: Path,
+                  environ: Mapping[str, str], load_secret: bool) -> Verification:
+    """``endpoints[i].verify`` and the keys that go with it; every error names its key."""
+    scheme = table.pop("verify", None)
+    if scheme is None:
+        raise ConfigError(f"{key}.{next(iter(table))}: only used with verify = \"<scheme>\" "
+                          f"(schemes: {', '.join(sorted(VERIFY_SCHEMES))})")
+    if not isinstance(scheme, str) or scheme not in VERIFY_SCHEMES:
+        raise ConfigError(f"{key}.verify: unknown scheme {scheme!r} "
+                          f"(known: {', '.join(sorted(VERIFY_SCHEMES))})")
+    takes = VERIFY_SCHEMES[scheme] | SECRET_KEYS
+    for name in table:
+        if name not in takes:
+            raise ConfigError(f"{key}.{name}: not used by verify = {scheme!r} "
+                              f"(it takes: {', '.join(sorted(takes))})")
+    spec = dataclasses.replace(build_section({key: table}, key, Verification, base_dir),
+                               scheme=scheme)
+    if (spec.secret_file is None) == (not spec.secret_env):
+        where = "secret_env" if spec.secret_file is not None else "secret_file"
+        raise ConfigError(f"{key}.{where}: verify = {scheme!r} needs one secret source: "
+                          "secret_file or secret_env (not both)")
+    if spec.secret_env and not ENV_NAME_RE.match(spec.secret_env):
+        raise ConfigError(f"{key}.secret_env: must name an environment variable, "
+                          f"got {spec.secret_env!r}")
+    for name in ("header", "query"):
+        if name in table and not getattr(spec, name):
+            raise ConfigError(f"{key}.{name}: must not be empty")
+    if spec.header and not HEADER_NAME_RE.match(spec.header):
+        raise ConfigError(f"{key}.header: not an HTTP header name: {spec.header!r}")
+    if scheme == "hmac-sha256" and not spec.header:
+        raise ConfigError(f"{key}.header: verify = 'hmac-sha256' needs the header that "
+                          "carries the signature")
+    if scheme == "token" and (not spec.header) == (not spec.query):
+        raise ConfigError(f"{key}.header: verify = 'token' needs where the token is: "
+                          "header or query (not both)")
+    if spec.encoding not in VERIFY_ENCODINGS:
+        raise ConfigError(f"{key}.encoding: must be one of {', '.join(VERIFY_ENCODINGS)}, "
+                          f"got {spec.encoding!r}")
+    # ASGI hands header names lowercased
+    spec = dataclasses.replace(spec, header=spec.header.lower())
+    if not load_secret:
+        return spec
+    return dataclasses.replace(spec, keys=_verify_keys(key, spec, environ))
+
+
+def _verify_keys(key: str, spec: Verification, environ: Mapping[str, str]
+                 ) -> tuple[bytes, ...]:
+    """The keys of ``spec``'s secrets: one secret per line of the file or the variable."""
+    if spec.secret_file is not None:
+        where = f"{key}.secret_file"
+        text = read_secret(spec.secret_file, file_key=where, env_name=None,
+                           environ=environ).decode()
+    else:
+        where = f"{key}.secret_env"
+        text = environ.get(spec.secret_env, "").strip()
+        if not text:
+            raise ConfigError(f"{where}: the environment variable {spec.secret_env} is not "
+                              "set or empty")
+    secrets = [line.strip() for line in text.splitlines() if line.strip()]
+    if spec.scheme != "standard-webhooks":
+        return tuple(secret.encode() for secret in secrets)
+    keys = []
+    for number, secret in enumerate(secrets, 1):
+        encoded = secret.removeprefix(STANDARD_WEBHOOKS_SECRET_PREFIX)
+        try:
+            # the reference libraries accept unpadded base64 too
+            decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        except binascii.Error:
+            decoded = b""
+        if not decoded:  # never the secret in the message: only which one
+            raise ConfigError(f"{where}: secret {number} of {len(secrets)} is not a "
+                              f"standard-webhooks secret ({STANDARD_WEBHOOKS_SECRET_PREFIX} "
+                              "followed by base64)")
+        keys.append(decoded)
+    return tuple(keys)

@@ -1,12 +1,12 @@
 """The relayd daemon: one root nursery holding every long-running component.
 
-Start order (each one ready before the next): store, ack writer, ingest batcher,
-dispatcher, retention, gRPC server, admin listener, ingress listener; then READY=1 to
-systemd. `request_shutdown` begins a graceful stop: retention stops (the writer is kept
-for what is left to commit), the ingress stops taking requests and finishes the ones it
-has, queued webhooks are committed, the dispatcher stops sending, the acks of webhooks in
-flight land, then the hub connection is closed, the remaining acks are written and
-everything else is cancelled.
+Start order (each one ready before the next): store, activity summary, ack writer,
+ingest batcher, dispatcher, retention, gRPC server, admin listener, ingress listener; then
+READY=1 to systemd. `request_shutdown` begins a graceful stop: retention stops (the writer
+is kept for what is left to commit), the ingress stops taking requests and finishes the
+ones it has, queued webhooks are committed, the dispatcher stops sending, the acks of
+webhooks in flight land, then the hub connection is closed, the remaining acks are written
+and everything else is cancelled.
 
 The whole graceful stop has one deadline, ``shutdown_grace`` after the request (as
 hypercorn's ``graceful_timeout``): when it passes, whatever still waits (a slow request,
@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,6 +30,7 @@ import trio
 from relayd.common import systemd
 from relayd.common.tls import server_context
 from relayd.edge.ack_writer import AckWriter
+from relayd.edge.activity import Activity
 from relayd.edge.admin import AdminContext, build_admin_app
 from relayd.edge.auth import Authenticator
 from relayd.edge.config import Config, ListenAddress
@@ -41,7 +42,7 @@ from relayd.edge.ingress import IngressApp
 from relayd.edge.listen_error import naming_listener
 from relayd.edge.manager import ConnectionManager
 from relayd.edge.retention import Retention
-from relayd.edge.store import Store, retry_policy
+from relayd.edge.store import AckOutcome, NewWebhook, Store, retry_policy
 from relayd.transport.guard import PeerGuard
 from relayd.transport.server import GrpcServer
 
@@ -71,6 +72,7 @@ class Relayd:
         self.config = config
         self._store_type = store_type
         self.manager = ConnectionManager()
+        self.activity = Activity()
         self.store: Store | None = None
         self.dispatcher: Dispatcher | None = None
         self.ack_writer: AckWriter | None = None
@@ -99,15 +101,30 @@ class Relayd:
             self.store = store
             if not cfg.endpoints:
                 log.warning("no [[endpoints]] configured: every webhook will be answered 404")
+            unverified = [ep.id for ep in cfg.endpoints if ep.verify is None]
+            if unverified:
+                log.warning("endpoints without sender verification (whoever knows the URL can "
+                            "have a webhook stored; see [[endpoints]] verify): %s",
+                            ", ".join(unverified))
             await self._warn_orphans(store)
             async with trio.open_nursery() as root:
                 dispatcher = self.dispatcher = Dispatcher(
                     store, self.manager, cfg.endpoints, pipeline_window=relay.pipeline_window,
                     poll_interval=relay.poll_interval,
                 )
-                ack_writer = self.ack_writer = AckWriter(store, dispatcher.acks_applied)
-                # wake_on_ingest = false gives the seed's poll-only dispatch (benchmarks).
-                on_stored = dispatcher.wake if relay.wake_on_ingest else (lambda: None)
+                activity = self.activity
+
+                def on_applied(outcomes: Sequence[AckOutcome]) -> None:
+                    activity.acks_applied(outcomes)
+                    dispatcher.acks_applied(outcomes)
+
+                def on_stored(webhooks: Sequence[NewWebhook]) -> None:
+                    activity.webhooks_stored(webhooks)
+                    # wake_on_ingest = false gives the seed's poll-only dispatch (benchmarks).
+                    if relay.wake_on_ingest:
+                        dispatcher.wake()
+
+                ack_writer = self.ack_writer = AckWriter(store, on_applied)
                 batcher = self.batcher = IngestBatcher(store, on_stored=on_stored)
                 guard = self.guard = PeerGuard(
                     max_connections=relay.max_connections,
@@ -132,6 +149,7 @@ class Relayd:
                 )
 
                 await root.start(guard.run)
+                await root.start(activity.run)  # cancelled last: logs the final summary
                 ack_done = await _start_tracked(root, ack_writer.run)
                 batcher_done = await _start_tracked(root, batcher.run)
                 dispatch_scope = trio.CancelScope()
@@ -189,6 +207,13 @@ class Relayd:
                             "what was not written stays pending", relay.shutdown_grace, stage)
         log.info("relayd stopped after %.2fs of shutdown", time.monotonic() - started)
 
+    def _not_ready(self) -> str | None:
+        if self._shutdown.is_set():
+            return "shutting down"
+        if self.addresses is None:
+            return "starting: listeners not bound yet"
+        return None
+
     def _wake_dispatcher(self) -> None:
         if self.dispatcher is not None:
             self.dispatcher.wake()
@@ -196,7 +221,9 @@ class Relayd:
     async def _serve_admin(self, *, task_status: trio.TaskStatus[ListenAddress]) -> None:
         assert self.store is not None
         app = build_admin_app(AdminContext(self.config, self.store, self.manager,
-                                            wake_dispatcher=self._wake_dispatcher))
+                                            wake_dispatcher=self._wake_dispatcher,
+                                            activity=self.activity,
+                                            not_ready=self._not_ready))
         await serve_http(app, self.config.admin.listen,
                          name="admin", shutdown_trigger=trio.sleep_forever,
                          graceful_seconds=0.5, max_connections=ADMIN_MAX_CONNECTIONS,
@@ -207,9 +234,11 @@ class Relayd:
         cfg = self.config
         app = IngressApp(cfg.endpoints, batcher, max_body_bytes=cfg.ingress.max_body_bytes,
                          max_inflight_bytes=cfg.ingress.max_inflight_bytes,
-                         body_timeout=cfg.ingress.read_timeout)
+                         body_timeout=cfg.ingress.read_timeout,
+                         on_rejected=self.activity.webhook_rejected)
         try:
-            await serve_http(app, cfg.ingress.listen, name="ingress",
+            await serve_http(self.activity.count_responses(app), cfg.ingress.listen,
+                             name="ingress",
                              shutdown_trigger=self._ingress_stop.wait,
                              # no grace of its own: the stop deadline in `run` bounds it
                              graceful_seconds=math.inf,

@@ -9,23 +9,20 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 
+from relayd.common.asgi import Receive, Scope, Send, handle_lifespan
 from relayd.edge._hypercorn import HypercornConnections
 from relayd.edge.bounded import serve_bounded
 from relayd.edge.config import IngressConfig, ListenAddress
 
 __all__ = ["Receive", "Scope", "Send", "handle_lifespan", "send_json", "serve_http"]
 
-# The ASGI callables' types (as the spec and Starlette write them)
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 # Pending TCP connections the kernel queues before relayd accepts them (hypercorn's default
 # of 100 resets connections during a burst of webhooks); connections over the listener's
@@ -83,17 +80,6 @@ async def serve_http(
     finally:
         for listener in listeners:  # (serve_bounded closes them too: closing twice is fine)
             await trio.aclose_forcefully(listener)
-
-
-async def handle_lifespan(receive: Receive, send: Send) -> None:
-    """Answer the ASGI lifespan protocol, for ASGI servers that run it (`serve_http` does not)."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def send_json(send: Send, status: int, body: Any,

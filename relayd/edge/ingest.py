@@ -3,14 +3,15 @@
 `IngestBatcher.store` hands a webhook to the batcher task and returns only after the
 transaction holding it has committed, or raises `StorageUnavailable`. The batcher takes
 whatever is queued (up to `MAX_BATCH`) and commits it at once, so under load the fsync
-cost is paid per batch while each request still waits for its own commit.
+cost is paid per batch while each request still waits for its own commit. After each
+commit, ``on_stored`` gets the batch (the daemon wakes the dispatcher and counts it).
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -44,7 +45,9 @@ class _Pending:
 class IngestBatcher:
     """Single task that commits queued webhooks in batches."""
 
-    def __init__(self, store: Store, on_stored: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, store: Store,
+                 on_stored: Callable[[Sequence[NewWebhook]], None] = lambda batch: None
+                 ) -> None:
         self._store = store
         self._on_stored = on_stored
         self._send, self._receive = trio.open_memory_channel[_Pending](QUEUE_SIZE)
@@ -76,8 +79,9 @@ class IngestBatcher:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         error: str | None = None
+        webhooks = [p.webhook for p in batch]
         try:
-            await self._store.insert_webhooks([p.webhook for p in batch])
+            await self._store.insert_webhooks(webhooks)
         except sqlite3.Error as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.error("ingest commit failed for %d webhooks: %s", len(batch), error)
@@ -86,4 +90,4 @@ class IngestBatcher:
             pending.error = error
             pending.done.set()
         if error is None:
-            self._on_stored()
+            self._on_stored(webhooks)

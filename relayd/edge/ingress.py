@@ -1,6 +1,8 @@
 """The webhook ingress: ``POST /h/{endpoint_id}[/{path}][?{query}]`` stores a webhook durably.
 
 Answers ``202 {"id": ...}`` only after the row is committed (see `relayd.edge.ingest`).
+An endpoint with ``verify`` checks the sender once the body is read (`relayd.edge.verify`):
+a webhook that fails is answered ``401 {"error": "<reason>"}`` and never stored.
 POST, PUT, PATCH and DELETE are taken (what providers send); GET, HEAD and OPTIONS are
 405: a GET to a webhook URL is a provider's verification handshake, which needs an answer
 from the destination that an asynchronous relay cannot give. Unknown endpoint 404, body
@@ -38,6 +40,7 @@ from relayd.edge.config import Endpoint
 from relayd.edge.http import Receive, Scope, Send, handle_lifespan, send_json
 from relayd.edge.ingest import IngestBatcher, StorageUnavailable
 from relayd.edge.store import NewWebhook
+from relayd.edge.verify import SenderVerification
 
 __all__ = ["IngressApp", "IngressStatistics"]
 
@@ -138,8 +141,11 @@ class IngressApp:
 
     def __init__(self, endpoints: Sequence[Endpoint], batcher: IngestBatcher, *,
                  max_body_bytes: int, max_inflight_bytes: int, body_timeout: float = 30.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_rejected: Callable[[str, str], None] | None = None) -> None:
+        """``on_rejected(endpoint_id, reason)``: a webhook failed its sender verification."""
         self._endpoints = {ep.id for ep in endpoints}
+        self._senders = SenderVerification(endpoints, on_rejected=on_rejected, clock=clock)
         self._batcher = batcher
         self._max_body = max_body_bytes
         self._budget = ByteBudget(max_inflight_bytes)
@@ -220,6 +226,11 @@ class IngressApp:
         except _Disconnected:
             return
         self._refusals.admitted()
+        rejected = self._senders.check(endpoint_id, headers, request.query, body,
+                                       request.remote_addr)
+        if rejected is not None:
+            await send_json(send, 401, {"error": rejected})
+            return
         webhook = NewWebhook(
             id=uuid.uuid4().hex,
             endpoint_id=endpoint_id,
@@ -239,8 +250,8 @@ class IngressApp:
             await send_json(send, 503, {"error": "storage unavailable, retry later"},
                             [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
             return
-        log.info("webhook received webhook_id=%s endpoint=%s bytes=%d", webhook.id,
-                 endpoint_id, len(body))
+        log.debug("webhook received webhook_id=%s endpoint=%s bytes=%d", webhook.id,
+                  endpoint_id, len(body))
         await send_json(send, 202, {"id": webhook.id})
 
     async def _read_body(self, receive: Receive, reservation: Reservation) -> bytes:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from importlib.metadata import version
 
 import trio
 
 from relayd.common import systemd
-from relayd.common.logs import DEFAULT_LEVEL, LEVELS, setup_logging
+from relayd.common.cli import daemon_parser
+from relayd.common.logs import setup_logging
 from relayd.common.runner import describe, leaves, run_until_signalled
 from relayd.hub.config import SECRET_ENV, ConfigError, HubConfig, load_hub_config
 from relayd.hub.daemon import CONNECTION_ERRORS, Rejected, RelayHub, authenticate
@@ -81,20 +81,12 @@ Every config key and its default: conf/relay-hub.toml in the source, or the READ
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="relay-hub", description="relay-hub: connects out to relayd and delivers its "
-        "webhooks\nto the services on this network.", epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, metavar="PATH",
-                        help="path to relay-hub.toml (required; relative paths in it are "
-                             "relative to its folder)")
-    parser.add_argument("--check", action="store_true",
-                        help="validate the config, connect and authenticate once, print the "
-                             "result and exit (default: run the hub)")
-    parser.add_argument("--log-level", default=DEFAULT_LEVEL, choices=LEVELS,
-                        metavar="LEVEL", help=f"{', '.join(LEVELS)} (default: %(default)s)")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version('relayd')}")
-    return parser
+    return daemon_parser(
+        "relay-hub", description="relay-hub: connects out to relayd and delivers its "
+        "webhooks\nto the services on this network.",
+        epilog=EPILOG, config_file="relay-hub.toml",
+        check_help="validate the config, connect and authenticate once, print the result and "
+                   "exit (default: run the hub)")
 
 
 def main(argv: list[str] | None = None) -> int:

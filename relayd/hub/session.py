@@ -7,6 +7,9 @@ received, while different endpoints run in parallel under a shared limit
 channel to the **sender**, the only writer on the stream. The **watchdog** ends the
 session when the edge has been silent for ``stale_timeout``. A slow destination only
 holds its own lane: the receiver keeps reading, heartbeats keep flowing.
+
+Each delivery is logged at DEBUG when it succeeds and at INFO when it fails; at INFO a
+summary per endpoint every minute (and at the session's end) counts them (`Tally`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from trio_util import AsyncValue
 
 from relayd.common.batching import take_batch
 from relayd.common.heartbeat import StaleWatchdog, send_heartbeats
+from relayd.common.tally import Tally
 from relayd.hub.config import HubSettings
 from relayd.hub.delivery import DeliveryResult, deliver
 from relayd.hub.recent import RecentIds
@@ -34,6 +38,9 @@ log = logging.getLogger(__name__)
 OUTBOUND_BUFFER = 1024
 # Envelopes of one endpoint waiting for their turn; the edge's window bounds this.
 LANE_BUFFER = 1024
+# Counted per endpoint for the summary: deliveries, failures (transient: the edge sends
+# it again; permanent), and redeliveries re-acked without delivering (duplicate).
+HUB_EVENTS = ("delivered", "failed_transient", "failed_permanent", "duplicate")
 
 
 class HubSession:
@@ -58,11 +65,13 @@ class HubSession:
         self._nursery: trio.Nursery | None = None
         self._heartbeat_scope = trio.CancelScope()
         self._sender_done = trio.Event()
+        self.tally = Tally(HUB_EVENTS, log)
 
     async def run(self, stop: trio.Event) -> None:
         """Serve until the stream ends; on ``stop``, drain gracefully first."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await nursery.start(self.tally.run)
             nursery.start_soon(self._sender)
             nursery.start_soon(self._heartbeats)
             await nursery.start(self._watchdog.run)
@@ -88,8 +97,9 @@ class HubSession:
         if not self._accepting:
             return  # stopping: not acked, so the edge sends it again later
         if envelope.id in self._recent:
-            log.info("duplicate webhook re-acked without delivery webhook_id=%s endpoint=%s",
-                     envelope.id, envelope.endpoint_id)
+            self.tally.add(envelope.endpoint_id, "duplicate")
+            log.debug("duplicate webhook re-acked without delivery webhook_id=%s endpoint=%s",
+                      envelope.id, envelope.endpoint_id)
             await self._send_ack(pb.DeliveryAck(webhook_id=envelope.id, success=True,
                                                 status_code=200,
                                                 error_message="duplicate: already delivered"))
@@ -187,12 +197,17 @@ class HubSession:
         assert self._nursery is not None
         self._nursery.cancel_scope.cancel()
 
-    @staticmethod
-    def _log(envelope: pb.WebhookEnvelope, result: DeliveryResult) -> None:
+    def _log(self, envelope: pb.WebhookEnvelope, result: DeliveryResult) -> None:
+        event = "delivered" if result.success else (
+            "failed_permanent" if result.permanent else "failed_transient")
+        self.tally.add(envelope.endpoint_id, event)
+        level = logging.DEBUG if result.success else logging.INFO
+        if not log.isEnabledFor(level):
+            return
         outcome = "delivered" if result.success else (
             "failed permanently" if result.permanent else "failed, edge will retry")
-        log.info("webhook %s webhook_id=%s endpoint=%s attempt=%d status=%d duration_ms=%.0f%s",
-                 outcome, envelope.id, envelope.endpoint_id, envelope.attempt,
-                 result.status_code, result.seconds * 1000,
-                 f" error={result.error!r}" if result.error else "")
+        log.log(level, "webhook %s webhook_id=%s endpoint=%s attempt=%d status=%d "
+                "duration_ms=%.0f%s", outcome, envelope.id, envelope.endpoint_id,
+                envelope.attempt, result.status_code, result.seconds * 1000,
+                f" error={result.error!r}" if result.error else "")
 

@@ -2,9 +2,10 @@
 
 Starlette (routing, requests, responses, static files) on the same hypercorn serving as
 the ingress. Each concern adds its routes in its own module: `status` (``/api/status``),
-`dashboard` (the page at ``/``);
-the others follow the same shape, ``routes(ctx) -> list[BaseRoute]``. Handlers reach the
-daemon only through `AdminContext`. `security.AdminGuard` stands in front of them all.
+`metrics` (``/metrics``), `health` (``/healthz``, ``/readyz``), `dashboard` (the page at
+``/``); the others follow the same shape, ``routes(ctx) -> list[BaseRoute]``. Handlers
+reach the daemon only through `AdminContext`. `security.AdminGuard` stands in front of
+them all.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from relayd.edge.admin import dashboard, status
+from relayd.edge.admin import dashboard, health, metrics, status
 from relayd.edge.admin.context import AdminContext
 from relayd.edge.admin.security import AdminGuard
 
@@ -32,7 +33,8 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
 
 def build_admin_app(ctx: AdminContext) -> Starlette:
     """The ASGI app served on ``[admin] listen``."""
-    routes: list[BaseRoute] = [*status.routes(ctx), *dashboard.routes(ctx)]
+    routes: list[BaseRoute] = [*status.routes(ctx), *metrics.routes(ctx),
+                               *health.routes(ctx), *dashboard.routes(ctx)]
     return Starlette(routes=routes,
                      # Host, cross-site and token checks in front of every route
                      middleware=[Middleware(AdminGuard, admin=ctx.config.admin)],

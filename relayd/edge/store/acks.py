@@ -74,19 +74,23 @@ def _apply_successes(conn: sqlite3.Connection, acks: Sequence[AckRecord], now: f
     by_code: dict[int, list[str]] = {}
     for ack in acks:
         by_code.setdefault(ack.status_code, []).append(ack.webhook_id)
-    delivered: dict[str, str] = {}
+    delivered: dict[str, tuple[str, float]] = {}
     for code, ids in by_code.items():
-        delivered.update(conn.execute(
+        # "+status": not the status index, which SQLite otherwise picks and then walks
+        # every pending row per statement (measured: 0.4-0.8 s per 512 acks with 1M
+        # pending, against 10 ms through the id index).
+        for webhook_id, endpoint_id, received_at in conn.execute(
             "UPDATE webhooks SET status = ?, delivered_at = ?, last_status_code = ?, "
-            "attempts = attempts + 1, updated_at = ? WHERE status = ? AND id IN "
-            "(SELECT value FROM json_each(?)) RETURNING id, endpoint_id",
+            "attempts = attempts + 1, updated_at = ? WHERE +status = ? AND id IN "
+            "(SELECT value FROM json_each(?)) RETURNING id, endpoint_id, received_at",
             (DELIVERED, now, code, now, PENDING, json.dumps(ids)),
-        ).fetchall())
+        ):
+            delivered[webhook_id] = (endpoint_id, received_at)
     outcomes = []
     for ack in acks:
-        endpoint_id = delivered.pop(ack.webhook_id, None)
-        if endpoint_id is not None:
-            outcomes.append(AckOutcome(ack.webhook_id, endpoint_id, "delivered"))
+        row = delivered.pop(ack.webhook_id, None)
+        if row is not None:
+            outcomes.append(AckOutcome(ack.webhook_id, row[0], "delivered", received_at=row[1]))
         else:  # unknown, already final, or a second ack in this batch: say which
             outcomes.append(_apply_one(conn, ack, now, retry))
     return outcomes
@@ -102,9 +106,10 @@ def _apply_one(conn: sqlite3.Connection, ack: AckRecord, now: float,
         return AckOutcome(ack.webhook_id, None, "ignored", "unknown webhook id")
     endpoint_id, status, attempts, received_at = row
     if status != PENDING:
-        return AckOutcome(ack.webhook_id, endpoint_id, "ignored", f"already {status}")
+        return AckOutcome(ack.webhook_id, endpoint_id, "ignored", f"already {status}",
+                          received_at=received_at)
     if ack.is_skip():
-        return AckOutcome(ack.webhook_id, endpoint_id, "skipped")
+        return AckOutcome(ack.webhook_id, endpoint_id, "skipped", received_at=received_at)
     error = ack.error_message[:MAX_ERROR_CHARS]
     if ack.success:
         conn.execute(
@@ -112,14 +117,14 @@ def _apply_one(conn: sqlite3.Connection, ack: AckRecord, now: float,
             "attempts = attempts + 1, updated_at = ? WHERE id = ?",
             (DELIVERED, now, ack.status_code, now, ack.webhook_id),
         )
-        return AckOutcome(ack.webhook_id, endpoint_id, "delivered")
+        return AckOutcome(ack.webhook_id, endpoint_id, "delivered", received_at=received_at)
     if ack.permanent_failure:
         conn.execute(
             "UPDATE webhooks SET status = ?, last_error = ?, last_status_code = ?, "
             "attempts = attempts + 1, updated_at = ? WHERE id = ?",
             (FAILED, error, ack.status_code, now, ack.webhook_id),
         )
-        return AckOutcome(ack.webhook_id, endpoint_id, "failed", error)
+        return AckOutcome(ack.webhook_id, endpoint_id, "failed", error, received_at=received_at)
     failures = attempts + 1
     if now - received_at >= retry.max_age:
         conn.execute(
@@ -127,11 +132,12 @@ def _apply_one(conn: sqlite3.Connection, ack: AckRecord, now: float,
             "attempts = ?, updated_at = ? WHERE id = ?",
             (DEAD_LETTER, error, ack.status_code, failures, now, ack.webhook_id),
         )
-        return AckOutcome(ack.webhook_id, endpoint_id, "dead_letter", error)
+        return AckOutcome(ack.webhook_id, endpoint_id, "dead_letter", error,
+                          received_at=received_at)
     next_at = now + retry.delay(failures)
     conn.execute(
         "UPDATE webhooks SET attempts = ?, next_attempt_at = ?, last_error = ?, "
         "last_status_code = ?, updated_at = ? WHERE id = ?",
         (failures, next_at, error, ack.status_code, now, ack.webhook_id),
     )
-    return AckOutcome(ack.webhook_id, endpoint_id, "retry", error, next_at)
+    return AckOutcome(ack.webhook_id, endpoint_id, "retry", error, next_at, received_at)

@@ -91,13 +91,18 @@ Outcome = Literal["delivered", "failed", "retry", "dead_letter", "skipped", "ign
 
 
 class AckOutcome(NamedTuple):
-    """What applying one ack did; ``endpoint_id`` is None for an unknown webhook."""
+    """What applying one ack did; ``endpoint_id`` is None for an unknown webhook.
+
+    ``received_at`` is the webhook's arrival time (None for an unknown webhook): with the
+    time the ack was applied, it gives the delivery latency (`relayd.edge.activity`).
+    """
 
     webhook_id: str
     endpoint_id: str | None
     outcome: Outcome
     detail: str = ""
     next_attempt_at: float = 0.0
+    received_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,11 @@ from pathlib import Path
 import sqlite_utils
 
 from relayd.edge.store import retention
+from relayd.edge.store.records import STATUSES
 
 __all__ = ["SCHEMA_VERSION", "connect", "migrate"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
@@ -91,7 +92,35 @@ def migrate(db: sqlite_utils.Database) -> None:
             db.execute("UPDATE webhooks SET envelope_head = NULL "
                        "WHERE status = 'pending' AND method != 'POST'")
             db.execute("PRAGMA user_version = 3")
+    if version < 4:
+        with db.atomic():
+            _count_by_status(db)
+            db.execute("PRAGMA user_version = 4")
     _retention_indexes(db)
+
+
+def _count_by_status(db: sqlite_utils.Database) -> None:
+    """``webhook_counts``: rows per status, kept by triggers in the writing transaction.
+
+    Status and metrics read four rows instead of counting the table, which holds a week of
+    webhooks by default (``store.keep_delivered``), or all of them (``GROUP BY status`` over
+    the status index took 50-57 ms at 1M rows, every scrape).
+    Triggers rather than counting in the Store: any writer keeps them right, and a
+    rolled-back write rolls its counts back. Cost: about 1 us of SQLite per row written.
+    """
+    db.execute("CREATE TABLE webhook_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL) "
+               "WITHOUT ROWID")
+    for status in STATUSES:
+        db.execute("INSERT INTO webhook_counts (status, n) "
+                   "SELECT ?, COUNT(*) FROM webhooks WHERE status = ?", (status, status))
+    db.execute("CREATE TRIGGER webhooks_count_insert AFTER INSERT ON webhooks BEGIN "
+               "UPDATE webhook_counts SET n = n + 1 WHERE status = NEW.status; END")
+    db.execute("CREATE TRIGGER webhooks_count_delete AFTER DELETE ON webhooks BEGIN "
+               "UPDATE webhook_counts SET n = n - 1 WHERE status = OLD.status; END")
+    db.execute("CREATE TRIGGER webhooks_count_update AFTER UPDATE OF status ON webhooks "
+               "WHEN OLD.status IS NOT NEW.status BEGIN "
+               "UPDATE webhook_counts SET n = n - 1 WHERE status = OLD.status; "
+               "UPDATE webhook_counts SET n = n + 1 WHERE status = NEW.status; END")
 
 
 def _retention_indexes(db: sqlite_utils.Database) -> None:

@@ -145,6 +145,25 @@ class Store:
         async with self._write_lock:
             return await trio.to_thread.run_sync(expire)
 
+    async def check_writable(self, lock_timeout: float) -> None:
+        """Take the database's write lock and let it go (``BEGIN IMMEDIATE; ROLLBACK``).
+
+        Raises `sqlite3.Error` when another process holds the lock for ``lock_timeout``
+        seconds or the file cannot be locked for writing. It first waits for the single
+        writer's turn (a commit in progress): bound that wait at the call site.
+        """
+        def check() -> None:
+            conn = self._write_db.conn
+            conn.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+
+        async with self._write_lock:
+            await trio.to_thread.run_sync(check)
+
     # -- reads ----------------------------------------------------------------
 
     async def next_pending(
