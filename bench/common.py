@@ -37,7 +37,8 @@ def write_edge_config(folder: Path, endpoints: Sequence[str], *,
     (folder / "hub.secret").chmod(0o600)
     relay_lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in relay.items())
     text = (f'[relay]\ngrpc_listen = "127.0.0.1:{free_port()}"\n{relay_lines}'
-            f'[ingress]\nlisten = "127.0.0.1:{free_port()}"\n'
+            # rate 0: the load generators post from one address
+            f'[ingress]\nlisten = "127.0.0.1:{free_port()}"\nrate = 0\n'
             f'[admin]\nlisten = "127.0.0.1:{free_port()}"\n'
             f'[store]\npath = "relayd.db"\n[hub]\nsecret_file = "hub.secret"\n')
     text += "".join(f'[[endpoints]]\nid = "{ep}"\ndestination_url = "{destination}/{ep}"\n'

@@ -42,7 +42,9 @@ def make_config(tmp_path: Path, *, store: dict[str, Any] | None = None,
     relay_table.update(relay)
     raw = {
         "relay": relay_table,
-        "ingress": {"listen": "127.0.0.1:0", "max_body_bytes": 65536, **(ingress or {})},
+        # rate 0: tests post floods from one address (test_ratelimit sets a rate)
+        "ingress": {"listen": "127.0.0.1:0", "max_body_bytes": 65536, "rate": 0,
+                    **(ingress or {})},
         "admin": {"listen": "127.0.0.1:0", **(admin or {})},
         "store": {"path": str(tmp_path / "relayd.db"), **(store or {})},
         "hub": {"id": HUB_ID, "secret_file": ""},

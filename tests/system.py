@@ -39,6 +39,7 @@ poll_interval = 0.2
 shutdown_grace = 1
 [ingress]
 listen = "127.0.0.1:{free_port()}"
+rate = 0  # the tests post floods from one address
 [admin]
 listen = "127.0.0.1:{free_port()}"
 [store]

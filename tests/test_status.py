@@ -11,7 +11,7 @@ import httpx
 import trio
 
 from relayd.edge.daemon import Relayd
-from tests.helpers import TestHub, post, wait_for
+from tests.helpers import ENDPOINTS, TestHub, post, wait_for
 
 # the installed console script, as a user runs it
 RELAYCTL = [str(Path(sys.executable).with_name("relayctl"))]
@@ -31,6 +31,13 @@ async def test_status_json_shows_connection_and_queue(edge: Relayd) -> None:
         "last_seen_at": None,
         "queue": {"pending": 0, "in_flight": 0, "delivered": 0, "failed": 0, "dead_letter": 0,
                   "oldest_pending_age_seconds": None},
+        "endpoints": [
+            {"id": ep, "destination_url": f"http://127.0.0.1:9/{ep}", "hub_serves": False,
+             "pending": 0, "in_flight": 0, "delivered": 0, "failed": 0, "dead_letter": 0,
+             "oldest_pending_age_seconds": None, "last_delivered_at": None,
+             "last_error": None, "next_attempt_at": None}
+            for ep in ENDPOINTS
+        ],
     }
     ids = [(await post(edge.addresses.ingress, ep)).json()["id"]
            for ep in ("alpha", "alpha", "beta")]

@@ -16,7 +16,7 @@ from pathlib import Path
 from relayd.edge.store import AckRecord, NewWebhook, Store, queries, schema
 from relayd.edge.store import acks as ack_sql
 from relayd.edge.store.records import RetryPolicy
-from tests.db import open_db
+from tests.db import open_db, write_v3_database
 
 POLICY = RetryPolicy(initial=1, maximum=60, max_age=3600)
 
@@ -100,15 +100,10 @@ async def test_acking_a_batch_costs_the_same_however_many_are_pending(tmp_path: 
 
 async def test_a_database_from_before_the_counts_gets_them_on_upgrade(tmp_path: Path) -> None:
     path = tmp_path / "relayd.db"
-    async with Store.open(path) as store:
-        await store.insert_webhooks(webhooks(5))
-        await store.apply_acks([AckRecord("w0", True, 200, "", False)], time.time())
-    with open_db(path) as db:  # as relayd before the counts left it
-        for trigger in ("insert", "delete", "update"):
-            db.execute(f"DROP TRIGGER webhooks_count_{trigger}")
-        db.execute("DROP TABLE webhook_counts")
-        db.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION - 1}")
-        db.execute("UPDATE webhooks SET status = 'dead_letter' WHERE id = 'w1'")
+    write_v3_database(path, [  # as relayd before the counts left it
+        {"id": f"w{i}", "endpoint_id": f"ep{i % 3}", "status": status}
+        for i, status in enumerate(["delivered", "dead_letter", "pending", "pending", "pending"])
+    ])
     async with Store.open(path) as store:
         counts = await store.counts()
         await store.insert_webhooks(webhooks(1, prefix="new"))

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["Receive", "Scope", "Send", "handle_lifespan"]
+__all__ = ["ASGIApp", "Receive", "Scope", "Send", "handle_lifespan"]
 
 # The ASGI callables' types (as the spec and Starlette write them)
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 async def handle_lifespan(receive: Receive, send: Send) -> None:

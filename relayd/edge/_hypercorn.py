@@ -70,7 +70,10 @@ class _TCPServer(TCPServer):
 
 
 class HypercornConnections:
-    """Serves accepted connections with hypercorn's HTTP/1.1 (and h2c) protocol code.
+    """Serves accepted connections with hypercorn's HTTP/1.1 and h2 protocol code.
+
+    A `trio.SSLStream` is served as HTTPS, with the protocol chosen by ALPN (hypercorn's
+    ``TCPServer`` does the handshake); a plain stream as HTTP/1.1 (or h2c upgrade).
 
     The ASGI lifespan protocol is not run: relayd's apps have nothing to start or stop.
     """
@@ -84,7 +87,7 @@ class HypercornConnections:
         # max_requests=None: the worker never asks to be restarted
         self._context = WorkerContext(None)
 
-    async def serve(self, stream: trio.SocketStream) -> None:
+    async def serve(self, stream: trio.abc.Stream) -> None:
         """Serve one connection until it closes; whatever ends it stays inside it.
 
         OSErrors end it quietly (hypercorn's choice); an app's exception is answered 500 by

@@ -53,6 +53,11 @@ class Authenticator:
             self._accepted.popitem(last=False)
         return None
 
+    def update_secret(self, secret: bytes) -> None:
+        """Check new ConnectRequests against ``secret`` (config reload); a hub already
+        connected stays so."""
+        self._secret = secret
+
     def replay_memory_size(self) -> int:
         return len(self._accepted)
 

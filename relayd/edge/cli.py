@@ -1,4 +1,5 @@
-"""``relayd --config PATH``: run the edge daemon until SIGTERM/SIGINT.
+"""``relayd --config PATH``: run the edge daemon until SIGTERM/SIGINT; SIGHUP reloads the
+config's endpoints and secrets and the HTTPS certificates (`Relayd.reload`).
 
 ``relayd --config PATH --check`` validates the config, opens the store (creating or
 migrating it), binds nothing, prints a summary (never the secret) and exits.
@@ -66,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.check:
         return _check(config, Path(args.config))
-    daemon = Relayd(config)
+    daemon = Relayd(config, config_path=Path(args.config))
     code = 0
     try:
-        trio.run(run_until_signalled, daemon.run, daemon.request_shutdown)
+        trio.run(run_until_signalled, daemon.run, daemon.request_shutdown, daemon.reload)
     except* ListenError as group:
         for listen_error in leaves(group):
             log.error("relayd could not run: %s", listen_error)

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from relayd.common.tomlconfig import (
@@ -74,6 +74,10 @@ HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Standard Webhooks serialises a symmetric secret as ``whsec_`` + base64.
 STANDARD_WEBHOOKS_SECRET_PREFIX = "whsec_"
+# The headers a trusted reverse proxy may name the sender in (ingress.proxy_header).
+PROXY_HEADERS = ("x-forwarded-for", "forwarded")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,17 @@ class IngressConfig:
     header_timeout: float = 5.0  # idle keep-alive, and headers not complete within this
     max_connections: int = 1024  # open at once; further ones wait in the listen backlog
     max_inflight_bytes: int = 64 * 1024 * 1024  # bodies being received or waiting for commit
+    # Per sender (relayd.edge.ratelimit): requests per second, and how many may come at
+    # once after a quiet spell. ``rate = 0`` turns the limit off.
+    rate: float = 50.0
+    burst: int = 100
+    # Reverse proxies whose ``proxy_header`` names the sender (relayd.edge.client_addr):
+    # CIDRs or addresses. Empty: the TCP peer is the sender, whatever the headers say.
+    trusted_proxies: tuple[str, ...] = ()
+    proxy_header: str = "x-forwarded-for"  # or "forwarded" (RFC 7239)
+    # HTTPS (HTTP/1.1 and h2 by ALPN) when both are set; re-read on SIGHUP (relayd.edge.certs)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +130,9 @@ class AdminConfig:
     # relayd.edge.admin.security); required when ``listen`` is not a loopback address.
     token_file: Path | None = None
     token: bytes = field(default=b"", repr=False, metadata={"toml": False})
+    # HTTPS when both are set, as for the ingress
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @property
     def loopback(self) -> bool:
@@ -159,10 +177,17 @@ class StoreConfig:
     # 0 keeps it forever. ``keep_failed`` covers ``failed`` and ``dead_letter``.
     keep_delivered: float = 7 * 24 * 3600.0
     keep_failed: float = 30 * 24 * 3600.0
+    # New webhooks are refused (503) while the database's file system has less free space
+    # than this (0: no floor), or while its pages in use exceed ``max_bytes`` (None: no
+    # cap); relayd.edge.capacity. The floor leaves room for acks and retries.
+    min_free_bytes: int = 256 * 1024 * 1024
+    max_bytes: int | None = None
 
 
 # StoreConfig keys for which 0 means "forever" (every other duration must be > 0).
 KEEP_FOREVER_KEYS = ("keep_delivered", "keep_failed")
+# Keys for which 0 means "off" (the shared converter wants numbers > 0).
+ZERO_OFF_KEYS = {"ingress": ("rate",), "store": ("min_free_bytes",)}
 
 
 @dataclass(frozen=True)
@@ -197,6 +222,8 @@ class Endpoint:
     id: str
     destination_url: str
     verify: Verification | None = None  # None: anyone who knows the URL may send
+    # Pending webhooks (stored, not yet final) above which new ones get 503 (capacity.py)
+    max_pending: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -240,7 +267,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path = Path("."),
         raise ConfigError("relay.tls_cert: tls_cert and tls_key must be set together")
     if relay.retry_max < relay.retry_initial:
         raise ConfigError("relay.retry_max: must be >= relay.retry_initial")
-    ingress = build_section(raw, "ingress", IngressConfig, base_dir)
+    ingress = _ingress(raw, base_dir)
     if ingress.max_body_bytes > MAX_BODY_LIMIT:
         raise ConfigError(f"ingress.max_body_bytes: at most {MAX_BODY_LIMIT} (a webhook travels "
                           "to the hub as one gRPC message)")
@@ -267,6 +294,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path = Path("."),
 def _admin(raw: Mapping[str, Any], base_dir: Path, environ: Mapping[str, str],
            load_secret: bool) -> AdminConfig:
     admin = build_section(raw, "admin", AdminConfig, base_dir)
+    _tls_pair("admin", admin.tls_cert, admin.tls_key)
     has_token = admin.token_file is not None or bool(environ.get(ADMIN_TOKEN_ENV, "").strip())
     if not admin.loopback and not has_token:
         # retry and replay must not be open to whoever can reach the port
@@ -294,9 +322,51 @@ def _store(raw: Mapping[str, Any], base_dir: Path) -> StoreConfig:
                                   f"(0: keep forever), got {value!r}")
             forever.add(key)
     rest = {key: value for key, value in table.items() if key not in forever}
-    store = build_section({"store": rest}, "store", StoreConfig, base_dir)
+    store = _build_zero_off({"store": rest}, "store", StoreConfig, base_dir)
     zeros: dict[str, Any] = dict.fromkeys(forever, 0.0)
     return dataclasses.replace(store, **zeros)
+
+
+def _ingress(raw: Mapping[str, Any], base_dir: Path) -> IngressConfig:
+    ingress = _build_zero_off(raw, "ingress", IngressConfig, base_dir)
+    for cidr in ingress.trusted_proxies:
+        try:
+            ipaddress.ip_network(cidr)
+        except ValueError as exc:
+            raise ConfigError(f"ingress.trusted_proxies: {cidr!r} is not an address or a "
+                              f"network (CIDR): {exc}") from None
+    _tls_pair("ingress", ingress.tls_cert, ingress.tls_key)
+    if ingress.proxy_header not in PROXY_HEADERS:
+        raise ConfigError(f"ingress.proxy_header: must be one of {', '.join(PROXY_HEADERS)}, "
+                          f"got {ingress.proxy_header!r}")
+    return ingress
+
+
+def _tls_pair(section: str, cert: Path | None, key: Path | None) -> None:
+    if (cert is None) != (key is None):
+        missing = "tls_key" if key is None else "tls_cert"
+        raise ConfigError(f"{section}.{missing}: tls_cert and tls_key must be set together")
+
+
+def _build_zero_off(raw: Mapping[str, Any], name: str, cls: type[T], base_dir: Path) -> T:
+    """`build_section`, where the keys of `ZERO_OFF_KEYS` may also be 0 ("off")."""
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name}: must be a table")
+    given: dict[str, Any] = {}
+    for key in ZERO_OFF_KEYS[name]:
+        if key not in table:
+            continue
+        value = table[key]
+        is_float = isinstance(getattr(cls, key), float)  # the default's type is the key's
+        number = int | float if is_float else int
+        if isinstance(value, bool) or not isinstance(value, number) or value < 0:
+            what = "a number" if is_float else "an integer"
+            raise ConfigError(f"{name}.{key}: must be {what} >= 0 (0: off), got {value!r}")
+        given[key] = float(value) if is_float else value
+    rest = {key: value for key, value in table.items() if key not in given}
+    section: Any = build_section({name: rest}, name, cls, base_dir)
+    return dataclasses.replace(section, **given)  # type: ignore[no-any-return]
 
 
 def _endpoints(value: Any, base_dir: Path, environ: Mapping[str, str],
@@ -310,7 +380,7 @@ def _endpoints(value: Any, base_dir: Path, environ: Mapping[str, str],
         key = f"endpoints[{index}]"
         if not isinstance(table, dict):
             raise ConfigError(f"{key}: must be a table")
-        reject_unknown(f"{key}.", table, {"id", "destination_url"} | verify_keys)
+        reject_unknown(f"{key}.", table, {"id", "destination_url", "max_pending"} | verify_keys)
         ep_id = table.get("id")
         if not isinstance(ep_id, str) or not ENDPOINT_ID_RE.match(ep_id):
             raise ConfigError(f"{key}.id: must be 1-64 characters of A-Z a-z 0-9 _ . -, "
@@ -322,10 +392,14 @@ def _endpoints(value: Any, base_dir: Path, environ: Mapping[str, str],
         if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") \
                 or not urlsplit(url).netloc:
             raise ConfigError(f"{key}.destination_url: must be an http(s) URL, got {url!r}")
+        max_pending = table.get("max_pending", Endpoint.max_pending)
+        if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
+            raise ConfigError(f"{key}.max_pending: must be a positive integer, "
+                              f"got {max_pending!r}")
         verify_table = {k: v for k, v in table.items() if k in verify_keys}
         verification = (_verification(key, verify_table, base_dir, environ, load_secret)
                         if verify_table else None)
-        result.append(Endpoint(ep_id, url, verification))
+        result.append(Endpoint(ep_id, url, verification, max_pending))
     return tuple(result)
 
 

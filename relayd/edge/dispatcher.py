@@ -12,6 +12,11 @@ endpoint gates the rest: if it waits for its retry backoff, nothing behind it go
 transient failure (or a "skipped" ack) rewinds the endpoint's cursor to that webhook, so
 it and everything after it are sent again, in order, once its backoff has passed.
 
+An operator's retry (`requeueing`) makes a webhook pending again with its old seq, often
+behind the cursor: the endpoint is held while that is written, then its cursor moves
+back to it, so it goes before anything after it not yet sent (what is already in flight
+stays in flight and is not sent twice: see `relayd.edge.lane`).
+
 Wake-ups: `wake` (the ingress stored something, an ack landed) starts a round at once;
 otherwise a round runs at least every ``poll_interval`` (rows written by another process)
 and when the earliest backoff ends.
@@ -28,7 +33,9 @@ import logging
 import math
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import TypeVar
 
@@ -93,11 +100,56 @@ class Dispatcher:
         self._clock = clock
         self._wake_event = trio.Event()
         self._progress = trio.Event()
+        self._held: Counter[str] = Counter()  # endpoints being requeued: nothing sent
         self.rounds = 0
 
     def wake(self) -> None:
         """Run a dispatch round now (new webhooks stored, or an ack applied)."""
         self._wake_event.set()
+
+    def update_endpoints(self, endpoints: Sequence[Endpoint]) -> None:
+        """Send for ``endpoints`` from the next round on (config reload). A removed
+        endpoint's pending webhooks stay pending (what is in flight still gets its ack);
+        they are sent again if it comes back. A changed destination_url applies to what
+        is sent from now on."""
+        self._endpoints = {ep.id: ep for ep in endpoints}
+        self.wake()
+
+    @contextmanager
+    def requeueing(self, endpoint_id: str) -> Iterator[Callable[[int], None]]:
+        """Hold ``endpoint_id`` while some of its webhooks are made pending again.
+
+        Nothing of it is sent inside the block (a round in progress stops too); call the
+        yielded function with the seq of each webhook made pending. On the way out the
+        endpoint's next read on the current connection starts at the lowest of them, so
+        they are sent before anything after them not yet sent, and a round starts.
+        """
+        lowest: int | None = None
+
+        def requeued(seq: int) -> None:
+            nonlocal lowest
+            lowest = seq if lowest is None else min(lowest, seq)
+
+        self._held[endpoint_id] += 1
+        try:
+            yield requeued
+        finally:
+            self._held[endpoint_id] -= 1
+            if not self._held[endpoint_id]:
+                del self._held[endpoint_id]
+            conn = self._manager.current
+            lane = None if conn is None else conn.lanes.get(endpoint_id)
+            if lane is not None and lowest is not None:
+                lane.reread_from(lowest)
+            self.wake()
+
+    def in_flight(self) -> dict[str, list[str]]:
+        """The ids in flight on the current connection, per endpoint, in send order."""
+        conn = self._manager.current
+        if conn is None:
+            return {}
+        return {endpoint_id: [w.id for w in lane.in_flight]
+                for endpoint_id, lane in conn.lanes.items() if lane.in_flight}
 
     def acks_applied(self, outcomes: Sequence[AckOutcome]) -> None:
         """Free the in-flight slots of applied acks; rewind on a transient failure."""
@@ -149,8 +201,9 @@ class Dispatcher:
         """Send what may go now; return when the earliest waiting backoff ends."""
         wanted: list[tuple[str, int, int]] = []
         generations: dict[str, int] = {}
-        for endpoint_id in self._endpoints:
-            if not conn.serves(endpoint_id):
+        endpoints = self._endpoints  # the round's, even if a reload replaces them meanwhile
+        for endpoint_id in endpoints:
+            if not conn.serves(endpoint_id) or endpoint_id in self._held:
                 continue
             lane = conn.lanes.setdefault(endpoint_id, Lane())
             slots = self.window_for(conn) - len(lane.in_flight)
@@ -164,13 +217,19 @@ class Dispatcher:
         next_due = math.inf
         for endpoint_id, webhooks in rows.items():
             lane = conn.lanes[endpoint_id]
-            destination = self._endpoints[endpoint_id].destination_url
+            destination = endpoints[endpoint_id].destination_url
             for webhook in webhooks:
+                if lane.generation != generations[endpoint_id] or conn.closed.is_set() \
+                        or endpoint_id in self._held:
+                    break  # rewound, held or gone while we were sending: re-read next round
+                if lane.is_sent(webhook.id):
+                    # read again after the cursor moved back: it is on its way already
+                    lane.pass_over(webhook)
+                    self.wake()  # the read's room went to it: read on at once
+                    continue
                 if webhook.next_attempt_at > now:
                     next_due = min(next_due, webhook.next_attempt_at)
                     break
-                if lane.generation != generations[endpoint_id] or conn.closed.is_set():
-                    break  # rewound or gone while we were sending: re-read next round
                 lane.push(webhook)
                 data = envelope_bytes(webhook, destination)
                 try:
@@ -235,6 +294,7 @@ REWIND_OUTCOMES = frozenset({"retry", "skipped", "dead_letter"})
 def _settle(lane: Lane, outcome: AckOutcome) -> None:
     """Apply one ack outcome to an endpoint's in-flight state on the current connection."""
     webhook_id = outcome.webhook_id
+    lane.settled(webhook_id)
     if lane.consume_orphan(webhook_id) or not lane.holds(webhook_id):
         # The ack of a copy dropped by a rewind, or of one already released on arrival or
         # sent on an older connection: nothing in flight to change.

@@ -65,6 +65,12 @@ class RelayStreamHandler:
         self._endpoint_ids = frozenset(endpoint_ids)
         self._clock = clock
 
+    def reconfigure(self, *, secret: bytes, endpoint_ids: Collection[str]) -> None:
+        """Authenticate new streams with ``secret``, and know ``endpoint_ids`` (config
+        reload); the connected hub is not touched."""
+        self._auth.update_secret(secret)
+        self._endpoint_ids = frozenset(endpoint_ids)
+
     async def __call__(self, stream: _RawStream, transport: RpcStream) -> None:
         request = await self._receive_connect(stream, transport)
         if request is None:

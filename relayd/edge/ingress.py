@@ -7,12 +7,14 @@ POST, PUT, PATCH and DELETE are taken (what providers send); GET, HEAD and OPTIO
 405: a GET to a webhook URL is a provider's verification handshake, which needs an answer
 from the destination that an asynchronous relay cannot give. Unknown endpoint 404, body
 over ``max_body_bytes`` 413 (refused from Content-Length before reading, or as soon as a
-chunked body passes the limit), storage unavailable 503, a body not complete within
+chunked body passes the limit), storage unavailable or full 503 (the store's bounds,
+`relayd.edge.capacity`, are checked before the body is read), a body not complete within
 ``body_timeout`` 408. Nothing that was not stored is ever answered with a 2xx.
 
 What the request line said is kept for the hub: the method, the sub-path after
 ``/h/{endpoint_id}`` and the query, both byte for byte as received (ASGI ``raw_path`` and
-``query_string``: still percent-encoded), and the sender's address. The sub-path is
+``query_string``: still percent-encoded), and the sender's address (the scope's ``client``:
+`relayd.edge.client_addr` sets it from a trusted proxy's header). The sub-path is
 carried, not interpreted, with one exception: a ``.`` or ``..`` segment (also as ``%2E``,
 or hidden behind ``%2F``/``%5C``) is refused with 400, since the destination would
 resolve it against the configured destination path and could be led outside it.
@@ -36,6 +38,7 @@ from urllib.parse import unquote, unquote_to_bytes
 import trio
 
 from relayd.edge.budget import ByteBudget, Reservation
+from relayd.edge.capacity import Capacity
 from relayd.edge.config import Endpoint
 from relayd.edge.http import Receive, Scope, Send, handle_lifespan, send_json
 from relayd.edge.ingest import IngestBatcher, StorageUnavailable
@@ -141,9 +144,11 @@ class IngressApp:
 
     def __init__(self, endpoints: Sequence[Endpoint], batcher: IngestBatcher, *,
                  max_body_bytes: int, max_inflight_bytes: int, body_timeout: float = 30.0,
-                 clock: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = time.time, capacity: Capacity | None = None,
                  on_rejected: Callable[[str, str], None] | None = None) -> None:
-        """``on_rejected(endpoint_id, reason)``: a webhook failed its sender verification."""
+        """``capacity``: the store's bounds (`relayd.edge.capacity`), checked before the
+        body is read; None: none. ``on_rejected(endpoint_id, reason)``: a webhook failed
+        its sender verification."""
         self._endpoints = {ep.id for ep in endpoints}
         self._senders = SenderVerification(endpoints, on_rejected=on_rejected, clock=clock)
         self._batcher = batcher
@@ -152,6 +157,13 @@ class IngressApp:
         self._refusals = _RefusalLog(REFUSAL_LOG_SECONDS)
         self._body_timeout = body_timeout
         self._clock = clock
+        self._capacity = capacity
+
+    def update_endpoints(self, endpoints: Sequence[Endpoint]) -> None:
+        """Take webhooks for ``endpoints`` (and verify them so) from now on (config reload);
+        requests already past the endpoint check finish as they started."""
+        self._senders.update(endpoints)
+        self._endpoints = {ep.id for ep in endpoints}
 
     def statistics(self) -> IngressStatistics:
         stats = self._budget.statistics()
@@ -177,6 +189,12 @@ class IngressApp:
             return
         if _has_dot_segment(sub_path):
             await send_json(send, 400, {"error": "path has a '.' or '..' segment"})
+            return
+        refusal = self._capacity.refusal(endpoint_id) if self._capacity else None
+        if refusal is not None:
+            await send_json(send, 503, {"error": refusal.error},
+                            [(b"retry-after", str(refusal.retry_after).encode()),
+                             (b"connection", b"close")])
             return
         client = scope.get("client")
         request = _RequestLine(
@@ -226,6 +244,10 @@ class IngressApp:
         except _Disconnected:
             return
         self._refusals.admitted()
+        if endpoint_id not in self._endpoints:  # removed by a config reload meanwhile
+            await send_json(send, 404, {"error": "unknown endpoint"})
+            return
+        # the endpoint's verification as configured now (a reload may have changed it)
         rejected = self._senders.check(endpoint_id, headers, request.query, body,
                                        request.remote_addr)
         if rejected is not None:

@@ -65,7 +65,7 @@ class RelaydCollector:
         activity = self._ctx.activity
         totals = activity.endpoints.totals()
         # every configured endpoint has its series from the start (at 0)
-        endpoints = sorted({ep.id for ep in self._ctx.config.endpoints} | set(totals))
+        endpoints = sorted({ep.id for ep in self._ctx.live_config().endpoints} | set(totals))
         received = CounterMetricFamily("relayd_webhooks_received_total",
                                        "Webhooks committed to the store at ingress",
                                        labels=["endpoint"])

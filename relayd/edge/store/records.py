@@ -14,17 +14,26 @@ __all__ = [
     "DELIVERED",
     "FAILED",
     "PENDING",
+    "RETRYABLE",
     "STATUSES",
     "AckOutcome",
     "AckRecord",
+    "EndpointState",
+    "LastError",
     "NewWebhook",
     "Outcome",
+    "Requeued",
     "RetryPolicy",
     "StoredWebhook",
+    "WebhookDetail",
+    "WebhookInfo",
 ]
 
 PENDING, DELIVERED, FAILED, DEAD_LETTER = "pending", "delivered", "failed", "dead_letter"
 STATUSES = (PENDING, DELIVERED, FAILED, DEAD_LETTER)
+# What an operator's retry takes: a pending webhook waiting out a backoff, or a final
+# failure. A delivered one is replayed instead (a new webhook), never resent as itself.
+RETRYABLE = (PENDING, FAILED, DEAD_LETTER)
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class NewWebhook:
     path: str = ""
     query: str = ""
     remote_addr: str = ""
+    replay_of: str | None = None  # the webhook this one copies (an operator's replay)
 
 
 class StoredWebhook(NamedTuple):
@@ -116,3 +126,61 @@ class RetryPolicy:
     def delay(self, failures: int) -> float:
         """Seconds to wait after the ``failures``-th failure (1 s, 2 s, 4 s, ... capped)."""
         return min(self.initial * 2.0 ** min(failures - 1, 62), self.maximum)
+
+
+class WebhookInfo(NamedTuple):
+    """A webhook as the admin API lists it (no headers, no body)."""
+
+    seq: int
+    id: str
+    endpoint_id: str
+    method: str
+    path: str
+    query: str
+    status: str
+    attempts: int
+    received_at: float
+    last_attempt_at: float | None
+    next_attempt_at: float  # 0: none scheduled
+    last_status_code: int | None  # 0: no HTTP answer (connection error, timeout)
+    last_error: str | None
+    size: int
+    replay_of: str | None
+
+
+class WebhookDetail(NamedTuple):
+    """One webhook in full: its `WebhookInfo` and what it carries."""
+
+    info: WebhookInfo
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    remote_addr: str
+    delivered_at: float | None
+
+
+class LastError(NamedTuple):
+    """The newest failed attempt (or expiry) recorded for an endpoint."""
+
+    webhook_id: str
+    at: float
+    status_code: int | None
+    message: str
+
+
+class EndpointState(NamedTuple):
+    """One endpoint's queue as the database knows it (in flight is the dispatcher's)."""
+
+    counts: dict[str, int]  # per status; pending includes what is in flight
+    head_received_at: float | None  # arrival of its first pending webhook, in send order
+    next_attempt_at: float | None  # earliest backoff still running
+    last_delivered_at: float | None
+    last_error: LastError | None
+
+
+class Requeued(NamedTuple):
+    """A webhook an operator's retry made pending (again, or without its backoff)."""
+
+    id: str
+    endpoint_id: str
+    seq: int
+    previous_status: str

@@ -10,32 +10,47 @@ it behind the same methods.
 
 In flight is not a database state: a webhook stays ``pending`` until its ack lands, and
 the dispatcher keeps what it sent in memory. After a crash nothing is stuck "in flight".
+
+Pending webhooks per endpoint (`pending_count`) are counted when the store opens and then
+kept in memory by the writes that change them, so the ingress can check an endpoint's
+bound (`relayd.edge.capacity`) per request without a query. Exact as long as every write
+goes through this class (the single writer).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 import trio
 
 from relayd.edge.config import RelayConfig, StoreConfig
 from relayd.edge.envelopes import envelope_head
-from relayd.edge.store import acks, queries, retention, schema
+from relayd.edge.store import acks, queries, requeue, retention, schema
 from relayd.edge.store.records import (
     PENDING,
     AckOutcome,
     AckRecord,
+    EndpointState,
     NewWebhook,
+    Requeued,
     RetryPolicy,
     StoredWebhook,
+    WebhookDetail,
+    WebhookInfo,
 )
 
 __all__ = ["Store", "retry_policy"]
+
+# Ack outcomes that take a webhook out of ``pending``.
+FINAL_OUTCOMES = frozenset({"delivered", "failed", "dead_letter"})
 
 
 def retry_policy(relay: RelayConfig) -> RetryPolicy:
@@ -58,6 +73,7 @@ class Store:
         self._write_lock = trio.CapacityLimiter(1)
         self._dispatch_lock = trio.CapacityLimiter(1)
         self._status_lock = trio.CapacityLimiter(1)
+        self._pending: Counter[str] = Counter(queries.pending_by_endpoint(read_status))
 
     @classmethod
     @asynccontextmanager
@@ -95,27 +111,7 @@ class Store:
 
     async def insert_webhooks(self, webhooks: Sequence[NewWebhook]) -> None:
         """Store ``webhooks`` in one committed transaction (group commit)."""
-        rows = [
-            {
-                "id": w.id,
-                "endpoint_id": w.endpoint_id,
-                "method": w.method,
-                "headers": json.dumps(list(w.headers)),
-                "body": w.body,
-                "received_at": w.received_at,
-                "status": PENDING,
-                "attempts": 0,
-                "next_attempt_at": 0.0,
-                "updated_at": w.received_at,
-                "envelope_head": envelope_head(w.id, w.endpoint_id, w.received_at, w.headers,
-                                               method=w.method, path=w.path, query=w.query,
-                                               remote_addr=w.remote_addr),
-                "path": w.path,
-                "query": w.query,
-                "remote_addr": w.remote_addr,
-            }
-            for w in webhooks
-        ]
+        rows = [_row(w) for w in webhooks]
 
         def insert() -> None:
             db = self._write_db
@@ -124,6 +120,7 @@ class Store:
 
         async with self._write_lock:
             await trio.to_thread.run_sync(insert)
+            self._pending.update(w.endpoint_id for w in webhooks)
 
     async def apply_acks(self, records: Sequence[AckRecord], now: float) -> list[AckOutcome]:
         """Apply a batch of acks in one transaction; return what each one did."""
@@ -132,18 +129,23 @@ class Store:
                 return acks.apply_acks(self._write_db.conn, records, now, self.retry)
 
         async with self._write_lock:
-            return await trio.to_thread.run_sync(apply)
+            outcomes = await trio.to_thread.run_sync(apply)
+            self._pending.subtract(o.endpoint_id for o in outcomes
+                                   if o.outcome in FINAL_OUTCOMES and o.endpoint_id is not None)
+            return outcomes
 
     async def expire_pending(self, now: float, exclude: Iterable[str] = ()) -> list[str]:
         """Turn pending webhooks older than the max age into dead letters; return their ids."""
         skip = set(exclude)
 
-        def expire() -> list[str]:
+        def expire() -> list[tuple[str, str]]:
             with self._write_db.atomic():
                 return acks.expire_pending(self._write_db.conn, now, self.retry.max_age, skip)
 
         async with self._write_lock:
-            return await trio.to_thread.run_sync(expire)
+            expired = await trio.to_thread.run_sync(expire)
+            self._pending.subtract(endpoint_id for _, endpoint_id in expired)
+            return [webhook_id for webhook_id, _ in expired]
 
     async def check_writable(self, lock_timeout: float) -> None:
         """Take the database's write lock and let it go (``BEGIN IMMEDIATE; ROLLBACK``).
@@ -164,7 +166,72 @@ class Store:
         async with self._write_lock:
             await trio.to_thread.run_sync(check)
 
+    async def retry_webhook(self, webhook_id: str, now: float) -> Requeued | None:
+        """Make ``webhook_id`` pending again, without backoff (see `requeue`).
+
+        None if there is no such webhook or it is delivered.
+        """
+        def retry() -> Requeued | None:
+            with self._write_db.atomic():
+                return requeue.retry_one(self._write_db.conn, webhook_id, now)
+
+        async with self._write_lock:
+            done = await trio.to_thread.run_sync(retry)
+        self._count_requeued([done] if done is not None else [])
+        return done
+
+    async def retry_endpoint(self, endpoint_id: str, statuses: Sequence[str], now: float,
+                             on_chunk: Callable[[list[Requeued]], None]) -> int:
+        """Retry every webhook of ``endpoint_id`` in ``statuses``; return how many.
+
+        One transaction per `requeue.RETRY_CHUNK` webhooks (the writer is free in between);
+        ``on_chunk`` gets each committed chunk, in seq order within a status.
+        """
+        total = 0
+        for status in statuses:
+            after = 0
+            while True:
+                def chunk(after_seq: int = after, status: str = status) -> list[Requeued]:
+                    with self._write_db.atomic():
+                        return requeue.retry_after(self._write_db.conn, endpoint_id, status,
+                                                   after_seq, now)
+
+                async with self._write_lock:
+                    done = await trio.to_thread.run_sync(chunk)
+                if not done:
+                    break
+                self._count_requeued(done)
+                total += len(done)
+                on_chunk(done)
+                after = done[-1].seq
+        return total
+
+    async def replay(self, webhook_id: str, new_id: str, now: float) -> WebhookInfo | None:
+        """Store a copy of ``webhook_id`` as the new webhook ``new_id``; None if no such one."""
+        def replay() -> WebhookInfo | None:
+            db = self._write_db
+            with db.atomic():
+                copy = requeue.replay_source(db.conn, webhook_id, new_id, now)
+                if copy is None:
+                    return None
+                db.table("webhooks").insert(_row(copy))
+                return queries.webhook_info(db.conn, new_id)
+
+        async with self._write_lock:
+            copy = await trio.to_thread.run_sync(replay)
+        if copy is not None:
+            self._pending[copy.endpoint_id] += 1
+        return copy
+
+    def _count_requeued(self, requeued: Sequence[Requeued]) -> None:
+        # a final webhook made pending again counts toward its endpoint's pending ones
+        self._pending.update(w.endpoint_id for w in requeued if w.previous_status != PENDING)
+
     # -- reads ----------------------------------------------------------------
+
+    def pending_count(self, endpoint_id: str) -> int:
+        """Pending webhooks of ``endpoint_id`` (in memory: no query, see the module doc)."""
+        return self._pending[endpoint_id]
 
     async def next_pending(
         self, wanted: Sequence[tuple[str, int, int]]
@@ -186,6 +253,31 @@ class Store:
         """One webhook's row as a dict (status and tooling)."""
         async with self._status_lock:
             return await trio.to_thread.run_sync(queries.get, self._read_status, webhook_id)
+
+    async def list_webhooks(self, *, status: str | None = None, endpoint_id: str | None = None,
+                            before: int | None = None, limit: int) -> list[WebhookInfo]:
+        """Up to ``limit`` webhooks below seq ``before``, newest first (`queries`)."""
+        async with self._status_lock:
+            return await trio.to_thread.run_sync(partial(
+                queries.list_webhooks, self._read_status, status=status,
+                endpoint_id=endpoint_id, before=before, limit=limit))
+
+    async def webhook_info(self, webhook_id: str) -> WebhookInfo | None:
+        async with self._status_lock:
+            return await trio.to_thread.run_sync(queries.webhook_info, self._read_status,
+                                                 webhook_id)
+
+    async def webhook_detail(self, webhook_id: str) -> WebhookDetail | None:
+        async with self._status_lock:
+            return await trio.to_thread.run_sync(queries.webhook_detail, self._read_status,
+                                                 webhook_id)
+
+    async def endpoint_states(self, endpoint_ids: Sequence[str], now: float
+                              ) -> dict[str, EndpointState]:
+        """Counts, first pending, next retry, last delivery and last error per endpoint."""
+        async with self._status_lock:
+            return await trio.to_thread.run_sync(queries.endpoint_states, self._read_status,
+                                                 endpoint_ids, now)
 
     async def pending_outside(self, endpoint_ids: Sequence[str]) -> dict[str, int]:
         """Pending counts for endpoints that are not in ``endpoint_ids`` (orphans)."""
@@ -225,3 +317,26 @@ class Store:
         """Page size, page and free page counts, and whether space can be handed back."""
         async with self._status_lock:
             return await trio.to_thread.run_sync(retention.space, self._read_status)
+
+
+def _row(w: NewWebhook) -> dict[str, Any]:
+    """The table row that stores ``w``."""
+    return {
+        "id": w.id,
+        "endpoint_id": w.endpoint_id,
+        "method": w.method,
+        "headers": json.dumps(list(w.headers)),
+        "body": w.body,
+        "received_at": w.received_at,
+        "status": PENDING,
+        "attempts": 0,
+        "next_attempt_at": 0.0,
+        "updated_at": w.received_at,
+        "envelope_head": envelope_head(w.id, w.endpoint_id, w.received_at, w.headers,
+                                       method=w.method, path=w.path, query=w.query,
+                                       remote_addr=w.remote_addr),
+        "path": w.path,
+        "query": w.query,
+        "remote_addr": w.remote_addr,
+        "replay_of": w.replay_of,
+    }

@@ -57,11 +57,14 @@ class SenderVerification:
                  on_rejected: Callable[[str, str], None] | None = None,
                  clock: Callable[[], float] = time.time,
                  rejection_log: RejectionLog | None = None) -> None:
-        self._verifiers = {ep.id: build_verifier(ep.verify) for ep in endpoints
-                           if ep.verify is not None}
+        self._verifiers = _verifiers(endpoints)
         self._on_rejected = on_rejected
         self._clock = clock
         self._log = RejectionLog() if rejection_log is None else rejection_log
+
+    def update(self, endpoints: Sequence[Endpoint]) -> None:
+        """Verify with ``endpoints``' schemes and secrets from now on (config reload)."""
+        self._verifiers = _verifiers(endpoints)
 
     def check(self, endpoint_id: str, headers: Headers, query: str, body: bytes,
               sender: str) -> str | None:
@@ -75,3 +78,7 @@ class SenderVerification:
                 self._on_rejected(endpoint_id, reason)
             self._log.rejected(endpoint_id, sender or "unknown", reason)
         return reason
+
+
+def _verifiers(endpoints: Sequence[Endpoint]) -> dict[str, Verifier]:
+    return {ep.id: build_verifier(ep.verify) for ep in endpoints if ep.verify is not None}
