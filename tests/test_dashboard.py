@@ -93,7 +93,8 @@ class Dashboard:
         return await self.browser.run(lambda: self.page.evaluate(script))
 
     async def screenshot(self, path: Path) -> None:
-        await self.browser.run(lambda: self.page.screenshot(path=str(path), full_page=True))
+        """What the screen shows now (kept with the test's files, for a person to look at)."""
+        await self.browser.run(lambda: self.page.screenshot(path=str(path)))
 
 
 def row(webhook_id: str, cell: str = "") -> str:
