@@ -165,6 +165,30 @@ async def test_dashboard_follows_the_hub_and_a_webhook_through_failure_and_repla
     assert dash.errors == []
 
 
+async def test_retry_failed_on_an_endpoint_sends_its_failed_webhooks_again(
+    edge: Relayd, browser: Browser
+) -> None:
+    ids = [(await post(edge.addresses.ingress, "alpha", str(n).encode())).json()["id"]
+           for n in range(2)]
+    dash = await Dashboard.open(browser, edge)
+    retry = endpoint("alpha", "controls button")
+    async with TestHub.connected(edge.addresses.grpc) as hub:
+        for wid in ids:
+            assert (await hub.recv_webhook()).id == wid
+            await hub.ack(wid, success=False, status_code=410, error="gone", permanent=True)
+        await dash.expect(endpoint("alpha", "failed"), text="2")
+        await dash.click(retry)
+        await dash.expect("#endpoints-notice", text="alpha: 2 webhooks queued again")
+        await dash.expect(endpoint("alpha", "failed"), text="0")
+        for wid in ids:  # in their order, one at a time (the endpoint's window)
+            assert (await hub.recv_webhook()).id == wid
+            await hub.ack(wid)
+        await dash.expect('#queue [data-key="delivered"] .n', text="2")
+        assert await dash.evaluate(
+            f"document.querySelector('{retry}').disabled")  # nothing failed left
+    assert dash.errors == []
+
+
 async def test_dashboard_filters_by_endpoint_and_status(edge: Relayd, browser: Browser) -> None:
     alpha = (await post(edge.addresses.ingress, "alpha")).json()["id"]
     beta = (await post(edge.addresses.ingress, "beta")).json()["id"]
