@@ -30,6 +30,13 @@ TOKEN = "0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture
+async def edge(nursery: trio.Nursery, tmp_path: Path) -> Relayd:
+    """A running relayd that keeps a quiet test hub: the page takes a poll or two (2 s each)
+    to show each step, and the test hub sends no heartbeats, only acks."""
+    return await start_edge(nursery, tmp_path, stale_timeout=120)
+
+
+@pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
     require_browser()
     async with Browser.launch(tmp_path / "chromium-profile") as b:
