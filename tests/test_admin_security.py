@@ -94,7 +94,7 @@ async def test_probes_and_the_dashboard_page_are_served_alike_with_or_without_th
 ) -> None:
     base = f"http://{guarded.addresses.admin}"
     async with httpx.AsyncClient() as client:
-        for path in ("/healthz", "/readyz", "/", "/static/dashboard.js"):
+        for path in ("/healthz", "/readyz", "/", "/static/app.js"):
             anonymous = await client.get(base + path)
             with_token = await client.get(base + path, headers=bearer())
             assert anonymous.status_code != 401, path

@@ -3,9 +3,9 @@
 Starlette (routing, requests, responses, static files) on the same hypercorn serving as
 the ingress. Each concern adds its routes in its own module: `status` (``/api/status``),
 `api` (the webhooks: list, show, retry, replay), `metrics` (``/metrics``), `health`
-(``/healthz``, ``/readyz``); the others follow the same shape, ``routes(ctx) ->
-list[BaseRoute]``. Handlers reach the daemon only through `AdminContext`.
-`security.AdminGuard` stands in front of them all.
+(``/healthz``, ``/readyz``), `dashboard` (the page at ``/``); the others follow the same
+shape, ``routes(ctx) -> list[BaseRoute]``. Handlers reach the daemon only through
+`AdminContext`. `security.AdminGuard` stands in front of them all.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from relayd.edge.admin import api, health, metrics, status
+from relayd.edge.admin import api, dashboard, health, metrics, status
 from relayd.edge.admin.context import AdminContext
 from relayd.edge.admin.security import AdminGuard
 
@@ -51,7 +51,7 @@ async def _storage_unavailable(request: Request, exc: Exception) -> Response:
 def build_admin_app(ctx: AdminContext) -> Starlette:
     """The ASGI app served on ``[admin] listen``."""
     routes: list[BaseRoute] = [*status.routes(ctx), *api.routes(ctx), *metrics.routes(ctx),
-                               *health.routes(ctx)]
+                               *health.routes(ctx), *dashboard.routes(ctx)]
     return Starlette(routes=routes,
                      # Host, cross-site and token checks in front of every route
                      middleware=[Middleware(AdminGuard, admin=ctx.config.admin)],
