@@ -97,6 +97,8 @@ def measure(admin: str, repeat: int) -> None:
             "/api/webhooks?endpoint=beta&status=failed",
             "/api/webhooks?endpoint=beta&status=pending&limit=500",
             f"/api/webhooks/{some_id}",
+            "/metrics",
+            "/readyz",
         ]
         for path in paths:  # warm up: relayd's start-up work, the page cache
             client.get(path).raise_for_status()
