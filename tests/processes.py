@@ -73,3 +73,30 @@ class Daemon:
             self.process.send_signal(signal.SIGKILL)
             with trio.CancelScope(shield=True):
                 await self.process.wait()
+
+
+def write_edge_config(tmp_path: Path, ingress: str) -> Path:
+    """relayd.toml (and hub.secret) in ``tmp_path`` for a relayd process on loopback with one
+    endpoint, ``github``; ``ingress``: extra lines for the ``[ingress]`` table."""
+    (tmp_path / "hub.secret").write_text("process-test-secret\n")
+    (tmp_path / "hub.secret").chmod(0o600)
+    config = tmp_path / "relayd.toml"
+    config.write_text(f"""
+[relay]
+grpc_listen = "127.0.0.1:0"
+shutdown_grace = 1
+[ingress]
+listen = "127.0.0.1:0"
+{ingress}
+[admin]
+listen = "127.0.0.1:0"
+[store]
+path = "relayd.db"
+[hub]
+id = "home"
+secret_file = "hub.secret"
+[[endpoints]]
+id = "github"
+destination_url = "http://127.0.0.1:9/github"
+""")
+    return config

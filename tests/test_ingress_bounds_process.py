@@ -13,7 +13,7 @@ import trio
 
 from relayd.edge.config import ListenAddress
 from tests.db import open_db
-from tests.processes import BIN, Daemon
+from tests.processes import BIN, Daemon, write_edge_config
 
 MIB = 1024 * 1024
 MAX_BODY = 8 * MIB
@@ -32,29 +32,6 @@ READY = r"relayd ready grpc=\S+ ingress=(\S+) admin=(\S+)"
 EMFILE_LOGGED = "accept returned EMFILE"
 
 
-def write_config(tmp_path: Path, ingress: str) -> Path:
-    (tmp_path / "hub.secret").write_text("bounds-test-secret\n")
-    (tmp_path / "hub.secret").chmod(0o600)
-    config = tmp_path / "relayd.toml"
-    config.write_text(f"""
-[relay]
-grpc_listen = "127.0.0.1:0"
-shutdown_grace = 1
-[ingress]
-listen = "127.0.0.1:0"
-{ingress}
-[admin]
-listen = "127.0.0.1:0"
-[store]
-path = "relayd.db"
-[hub]
-id = "home"
-secret_file = "hub.secret"
-[[endpoints]]
-id = "github"
-destination_url = "http://127.0.0.1:9/github"
-""")
-    return config
 
 
 def memory_kib(pid: int, field: str) -> int:
@@ -65,7 +42,7 @@ def memory_kib(pid: int, field: str) -> int:
 
 
 async def test_upload_burst_keeps_peak_rss_within_max_inflight_bytes(tmp_path: Path) -> None:
-    config = write_config(tmp_path, f"max_body_bytes = {MAX_BODY}\n"
+    config = write_edge_config(tmp_path, f"max_body_bytes = {MAX_BODY}\n"
                                     f"max_inflight_bytes = {MAX_INFLIGHT}")
     daemon = Daemon([str(BIN / "relayd"), "--config", str(config)], tmp_path / "relayd.log")
     await daemon.start()
@@ -119,7 +96,7 @@ async def test_upload_burst_keeps_peak_rss_within_max_inflight_bytes(tmp_path: P
 
 async def test_listeners_survive_running_out_of_file_descriptors(tmp_path: Path) -> None:
     # max_connections above the descriptors left, so accept itself fails with EMFILE
-    config = write_config(tmp_path, "max_connections = 8\nheader_timeout = 30")
+    config = write_edge_config(tmp_path, "max_connections = 8\nheader_timeout = 30")
     daemon = Daemon([str(BIN / "relayd"), "--config", str(config)], tmp_path / "relayd.log")
     await daemon.start()
     clients: list[trio.SocketStream] = []

@@ -17,7 +17,7 @@ import trustme
 from relayd.edge.config import ConfigError, ListenAddress
 from tests.conftest import start_edge
 from tests.helpers import make_config
-from tests.processes import BIN, Daemon
+from tests.processes import BIN, Daemon, write_edge_config
 
 READY = r"relayd ready grpc=\S+ ingress=(\S+):(\d+) admin=\S+"
 
@@ -143,29 +143,8 @@ async def test_sighup_serves_the_new_certificate_to_new_connections_only(
     cert, key = tmp_path / "live.pem", tmp_path / "live.key"
     replace_file(first_cert, cert)
     replace_file(first_key, key)
-    (tmp_path / "hub.secret").write_text("tls-reload-test-secret\n")
-    (tmp_path / "hub.secret").chmod(0o600)
-    config = tmp_path / "relayd.toml"
-    config.write_text(f"""
-[relay]
-grpc_listen = "127.0.0.1:0"
-shutdown_grace = 1
-[ingress]
-listen = "127.0.0.1:0"
-tls_cert = "{cert}"
-tls_key = "{key}"
-header_timeout = 30
-[admin]
-listen = "127.0.0.1:0"
-[store]
-path = "relayd.db"
-[hub]
-id = "home"
-secret_file = "hub.secret"
-[[endpoints]]
-id = "github"
-destination_url = "http://127.0.0.1:9/github"
-""")
+    config = write_edge_config(tmp_path, f'tls_cert = "{cert}"\ntls_key = "{key}"\n'
+                                         "header_timeout = 30")
     daemon = Daemon([str(BIN / "relayd"), "--config", str(config)], tmp_path / "relayd.log")
     await daemon.start()
     try:
