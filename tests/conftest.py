@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
 
 from relayd.edge.daemon import Relayd
-from tests.destination import Destination
+from tests.destination import Destination, RawDestination
 from tests.helpers import make_config
 from tests.system import System
 
@@ -29,9 +30,10 @@ async def start_edge(nursery: trio.Nursery, tmp_path: Path, *,
     return daemon
 
 
-@pytest.fixture
-async def system(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[System]:
-    destination = Destination()
+@asynccontextmanager
+async def running_system(nursery: trio.Nursery, tmp_path: Path,
+                         destination: Destination | RawDestination) -> AsyncIterator[System]:
+    """`System` around ``destination`` (served in ``nursery``); its daemons stopped after."""
     await nursery.start(destination.serve)
     sys_ = System(tmp_path, destination)
     try:
@@ -39,5 +41,11 @@ async def system(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[System]
     finally:
         await sys_.hub.stop()
         await sys_.edge.stop()
+
+
+@pytest.fixture
+async def system(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[System]:
+    async with running_system(nursery, tmp_path, Destination()) as sys_:
+        yield sys_
 
 

@@ -75,28 +75,31 @@ class Daemon:
                 await self.process.wait()
 
 
-def write_edge_config(tmp_path: Path, ingress: str) -> Path:
+def write_edge_config(tmp_path: Path, ingress: str = "", *, extra: str = "",
+                      store: str = "relayd.db") -> Path:
     """relayd.toml (and hub.secret) in ``tmp_path`` for a relayd process on loopback with one
-    endpoint, ``github``; ``ingress``: extra lines for the ``[ingress]`` table."""
+    endpoint, ``github``; ``ingress``: extra lines for the ``[ingress]`` table, ``extra``: lines
+    at the end (in the endpoint's table), ``store``: the database path."""
     (tmp_path / "hub.secret").write_text("process-test-secret\n")
     (tmp_path / "hub.secret").chmod(0o600)
     config = tmp_path / "relayd.toml"
+    ingress_lines = f"{ingress}\n" if ingress else ""
     config.write_text(f"""
 [relay]
 grpc_listen = "127.0.0.1:0"
 shutdown_grace = 1
 [ingress]
 listen = "127.0.0.1:0"
-{ingress}
-[admin]
+{ingress_lines}[admin]
 listen = "127.0.0.1:0"
 [store]
-path = "relayd.db"
+path = "{store}"
 [hub]
 id = "home"
 secret_file = "hub.secret"
 [[endpoints]]
 id = "github"
 destination_url = "http://127.0.0.1:9/github"
+{extra}
 """)
     return config

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,34 +13,14 @@ import httpx
 import pytest
 
 from tests.db import open_db
+from tests.processes import BIN, write_edge_config
 
-BIN = Path(sys.executable).parent
 READY = re.compile(r"relayd ready grpc=(\S+) ingress=(\S+) admin=(\S+)")
 
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
-    (tmp_path / "hub.secret").write_text("process-test-secret\n")
-    (tmp_path / "hub.secret").chmod(0o600)
-    config = tmp_path / "relayd.toml"
-    config.write_text(f"""
-[relay]
-grpc_listen = "127.0.0.1:0"
-shutdown_grace = 1
-[ingress]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[store]
-path = "state/relayd.db"
-[hub]
-id = "home"
-secret_file = "hub.secret"
-[[endpoints]]
-id = "github"
-destination_url = "http://127.0.0.1:9/github"
-{extra}
-""")
-    return config
+    """The config the tests of a relayd process use: its database under ``state/``."""
+    return write_edge_config(tmp_path, extra=extra, store="state/relayd.db")
 
 
 class RelaydProcess:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import trio
 
+from tests.conftest import running_system
 from tests.destination import RawDestination
 from tests.processes import BIN
 from tests.system import ENDPOINTS, System
@@ -23,14 +24,8 @@ from tests.system import ENDPOINTS, System
 @pytest.fixture
 async def raw_system(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[System]:
     """The system with a destination that records each request line byte for byte."""
-    destination = RawDestination()
-    await nursery.start(destination.serve)
-    sys_ = System(tmp_path, destination)
-    try:
+    async with running_system(nursery, tmp_path, RawDestination()) as sys_:
         yield sys_
-    finally:
-        await sys_.hub.stop()
-        await sys_.edge.stop()
 
 
 async def test_300_webhooks_arrive_byte_exact_in_order_per_endpoint(system: System) -> None:
