@@ -8,6 +8,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import trio
 
 from relayd.edge.daemon import Relayd
@@ -188,3 +189,62 @@ async def test_old_undelivered_webhook_becomes_dead_letter_on_failure(
         await hub.ack(wid, success=False, status_code=503, error="down")
         await wait_for(lambda: edge.manager.statistics().in_flight == 0)
     assert await stored_status(edge, wid) == "dead_letter"
+
+
+# -- live traffic: stored webhooks handed over in memory ------------------------------------
+
+async def test_webhooks_arriving_one_at_a_time_are_sent_without_being_read_back(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    # a poll far away: only the hand-over (or a read it would need) can send them
+    edge = await start_edge(nursery, tmp_path, poll_interval=30)
+    async with TestHub.connected(edge.addresses.grpc) as hub:
+        await wait_for(lambda: edge.dispatcher.rounds >= 1)  # the connection's first read
+        for i in range(5):
+            wid = (await post(edge.addresses.ingress, "alpha", f"{i}".encode())).json()["id"]
+            with trio.fail_after(2):
+                webhook = await hub.recv_webhook()
+            assert (webhook.id, webhook.payload) == (wid, f"{i}".encode())
+            await hub.ack(wid)
+    assert edge.dispatcher.handed_over == 5
+
+
+async def test_rows_another_process_writes_reach_an_endpoint_whose_traffic_is_handed_over(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    edge = await start_edge(nursery, tmp_path, poll_interval=0.1)
+    async with TestHub.connected(edge.addresses.grpc) as hub:
+        live = (await post(edge.addresses.ingress, "alpha")).json()["id"]
+        assert (await hub.recv_webhook()).id == live
+        await hub.ack(live)
+        assert edge.dispatcher.handed_over == 1  # alpha is caught up: reads skip it...
+        other = uuid.uuid4().hex
+        with open_db(edge.config.store.path) as db:
+            db.execute(
+                "INSERT INTO webhooks (id, endpoint_id, method, headers, body, received_at, "
+                "status, updated_at) VALUES (?, 'alpha', 'POST', '[]', x'00', ?, 'pending', ?)",
+                (other, time.time(), time.time()))
+        with trio.fail_after(3):  # ...but not the read every poll_interval
+            assert (await hub.recv_webhook()).id == other
+
+
+async def test_a_replay_on_an_endpoint_whose_traffic_is_handed_over_is_sent_at_once(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    edge = await start_edge(nursery, tmp_path, poll_interval=30)
+    async with TestHub.connected(edge.addresses.grpc) as hub:
+        original = (await post(edge.addresses.ingress, "alpha", b"again")).json()["id"]
+        assert (await hub.recv_webhook()).id == original
+        await hub.ack(original)
+        await wait_for(lambda: _delivered(edge, original))
+        async with httpx.AsyncClient() as client:
+            response = await client.post(
+                f"http://{edge.addresses.admin}/api/webhooks/{original}/replay")
+        copy = response.json()["queued"]["id"]
+        with trio.fail_after(2):
+            webhook = await hub.recv_webhook()
+        assert (webhook.id, webhook.payload) == (copy, b"again")
+
+
+async def _delivered(edge: Relayd, webhook_id: str) -> bool:
+    return await stored_status(edge, webhook_id) == "delivered"

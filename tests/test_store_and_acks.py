@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.lowlevel
 
-from relayd.edge.ack_writer import AckWriter
+from relayd.edge.ack_writer import ACK_LINGER_SECONDS, AckWriter
 from relayd.edge.config import RelayConfig
 from relayd.edge.store import AckOutcome, AckRecord, NewWebhook, Store, retry_policy, schema
 from tests.db import open_db
@@ -66,6 +66,34 @@ async def test_acks_are_applied_in_batches(store: Store) -> None:
     assert [len(batch) for batch in applied] == [300]
     counts = await store.counts()
     assert counts["delivered"] == 300 and counts["pending"] == 0
+
+
+async def test_acks_arriving_one_at_a_time_within_the_linger_share_a_transaction(
+    store: Store, autojump_clock: trio.abc.Clock
+) -> None:
+    await store.insert_webhooks(webhooks(3))
+    applied: list[list[AckOutcome]] = []
+    writer = AckWriter(store, lambda outcomes: applied.append(list(outcomes)))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        # live traffic: one ack now and then, each well within the linger of the first
+        for i in range(3):
+            await writer.sink.send(AckRecord(f"alpha-{i}", True, 200, "", False))
+            await trio.sleep(ACK_LINGER_SECONDS / 5)
+        writer.close()
+    assert [len(batch) for batch in applied] == [3]
+    assert writer.batches == 1
+
+
+async def test_stored_webhooks_come_back_with_their_seq_as_a_read_gives_them(
+    store: Store
+) -> None:
+    await store.insert_webhooks(webhooks(2, "alpha"))
+    await store.retry_webhook("nothing", time.time())  # a no-op write between batches
+    stored = await store.insert_webhooks(webhooks(3, "beta") + webhooks(2, "gamma"))
+    read = await store.next_pending([("beta", 0, 10), ("gamma", 0, 10)])
+    assert stored == read["beta"] + read["gamma"]
+    assert [w.seq for w in stored] == [3, 4, 5, 6, 7]
 
 
 async def test_ack_for_unknown_or_final_webhook_is_ignored_with_a_log_line(

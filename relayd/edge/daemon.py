@@ -51,7 +51,7 @@ from relayd.edge.manager import ConnectionManager
 from relayd.edge.ratelimit import TokenBuckets, rate_limited
 from relayd.edge.reload import apply_reload
 from relayd.edge.retention import Retention
-from relayd.edge.store import AckOutcome, NewWebhook, Store, retry_policy
+from relayd.edge.store import AckOutcome, NewWebhook, Store, StoredWebhook, retry_policy
 from relayd.transport.guard import PeerGuard
 from relayd.transport.server import GrpcServer
 
@@ -193,11 +193,12 @@ class Relayd:
                     activity.acks_applied(outcomes)
                     dispatcher.acks_applied(outcomes)
 
-                def on_stored(webhooks: Sequence[NewWebhook]) -> None:
+                def on_stored(webhooks: Sequence[NewWebhook],
+                              stored: Sequence[StoredWebhook] | None) -> None:
                     activity.webhooks_stored(webhooks)
                     # wake_on_ingest = false gives the seed's poll-only dispatch (benchmarks).
                     if relay.wake_on_ingest:
-                        dispatcher.wake()
+                        dispatcher.stored(stored)
 
                 ack_writer = self.ack_writer = AckWriter(store, on_applied)
                 batcher = self.batcher = IngestBatcher(store, on_stored=on_stored)

@@ -17,9 +17,17 @@ behind the cursor: the endpoint is held while that is written, then its cursor m
 back to it, so it goes before anything after it not yet sent (what is already in flight
 stays in flight and is not sent twice: see `relayd.edge.lane`).
 
-Wake-ups: `wake` (the ingress stored something, an ack landed) starts a round at once;
-otherwise a round runs at least every ``poll_interval`` (rows written by another process)
-and when the earliest backoff ends.
+Live traffic: what the ingress has just committed is handed over in memory (`stored`) and
+sent at once, without reading it back, when its endpoint is *caught up*: its last read
+came back short (nothing more pending after the cursor) and everything stored since was
+handed over. Anything that cannot go that way (window or buffer full, endpoint held, a
+move back) clears that state, and the next round reads the endpoint from the database.
+A round reads only endpoints that are not caught up, so an ack that frees a slot costs no
+read when nothing waits.
+
+Wake-ups: `wake` (an ack landed, something not handed over was stored) starts a round at
+once; a round also runs when the earliest backoff ends, and at least every
+``poll_interval`` a round reads every endpoint (rows written by another process).
 
 Storage failures (the database locked by another process past ``busy_timeout``, an I/O
 error) never end the dispatcher: the failed round or expiry sweep is run again after a
@@ -101,11 +109,77 @@ class Dispatcher:
         self._wake_event = trio.Event()
         self._progress = trio.Event()
         self._held: Counter[str] = Counter()  # endpoints being requeued: nothing sent
+        # Bumped whenever stored webhooks are left for a read: a round that read before
+        # that does not mark the endpoint caught up.
+        self._left_for_read = 0
+        # Endpoints a round is reading: nothing is handed over to them meanwhile, so a
+        # webhook is never both handed over and read for sending.
+        self._reading: set[str] = set()
         self.rounds = 0
+        self.handed_over = 0  # webhooks sent straight from `stored`
 
     def wake(self) -> None:
         """Run a dispatch round now (new webhooks stored, or an ack applied)."""
         self._wake_event.set()
+
+    def stored(self, webhooks: Sequence[StoredWebhook] | None) -> None:
+        """The ingress committed ``webhooks`` (in seq order): send each at once if its
+        endpoint is caught up and has room, else leave it for a read (a round starts).
+        None: committed webhooks whose seqs are unknown; every endpoint is read again."""
+        conn = self._manager.current
+        if conn is None:
+            return  # the next connection starts with a read of every endpoint
+        if webhooks is None:
+            for lane in conn.lanes.values():
+                lane.caught_up = False
+            self._leave_for_read()
+            return
+        window = self.window_for(conn)
+        endpoints = self._endpoints
+        for webhook in webhooks:
+            found = conn.lanes.get(webhook.endpoint_id)
+            if found is None:  # never read on this connection: a round reads it
+                if conn.serves(webhook.endpoint_id):
+                    self._leave_for_read()
+                continue
+            lane = found
+            if webhook.seq <= lane.cursor:
+                continue  # a round read it already (and sent it, or passed over it)
+            if not (lane.caught_up and len(lane.in_flight) < window
+                    and webhook.endpoint_id not in self._reading
+                    and webhook.endpoint_id in endpoints
+                    and webhook.endpoint_id not in self._held
+                    and self._send_now(conn, lane, webhook,
+                                       endpoints[webhook.endpoint_id].destination_url)):
+                lane.caught_up = False
+                self._leave_for_read()
+
+    def reread(self, endpoint_id: str) -> None:
+        """Something of ``endpoint_id`` became pending outside the ingress (an operator's
+        replay): read it in a round now."""
+        conn = self._manager.current
+        lane = None if conn is None else conn.lanes.get(endpoint_id)
+        if lane is not None:
+            lane.caught_up = False
+        self._leave_for_read()
+
+    def _leave_for_read(self) -> None:
+        self._left_for_read += 1
+        self.wake()
+
+    def _send_now(self, conn: HubConnection, lane: Lane, webhook: StoredWebhook,
+                  destination: str) -> bool:
+        """Queue ``webhook`` on ``conn`` without waiting; False if its buffer is full."""
+        try:
+            if not conn.send_nowait(envelope_bytes(webhook, destination)):
+                return False
+        except trio.BrokenResourceError:
+            return False
+        lane.push(webhook)
+        self.handed_over += 1
+        log.debug("sent webhook_id=%s endpoint=%s attempt=%d hub_id=%s",
+                  webhook.id, webhook.endpoint_id, webhook.attempts + 1, conn.hub_id)
+        return True
 
     def update_endpoints(self, endpoints: Sequence[Endpoint]) -> None:
         """Send for ``endpoints`` from the next round on (config reload). A removed
@@ -188,17 +262,25 @@ class Dispatcher:
                 await self._manager.wait_replaced(conn)
 
     async def _serve(self, conn: HubConnection) -> None:
+        next_full = -math.inf
         while True:
             self._wake_event = trio.Event()
+            # every poll_interval, read caught-up endpoints too (another process's rows)
+            full = trio.current_time() >= next_full
+            if full:
+                next_full = trio.current_time() + self._poll_interval
             next_due = await _until_database_answers("reading pending webhooks",
-                                                     partial(self._round, conn))
+                                                     partial(self._round, conn, full))
             self.rounds += 1
-            delay = min(self._poll_interval, next_due - self._clock())
+            delay = min(next_full - trio.current_time(), next_due - self._clock())
             with trio.move_on_after(max(delay, 0.0)):
                 await self._wake_event.wait()
 
-    async def _round(self, conn: HubConnection) -> float:
-        """Send what may go now; return when the earliest waiting backoff ends."""
+    async def _round(self, conn: HubConnection, full: bool = True) -> float:
+        """Send what may go now; return when the earliest waiting backoff ends.
+
+        Reads the endpoints that are not caught up, or all of them if ``full``.
+        """
         wanted: list[tuple[str, int, int]] = []
         generations: dict[str, int] = {}
         endpoints = self._endpoints  # the round's, even if a reload replaces them meanwhile
@@ -207,28 +289,47 @@ class Dispatcher:
                 continue
             lane = conn.lanes.setdefault(endpoint_id, Lane())
             slots = self.window_for(conn) - len(lane.in_flight)
-            if slots > 0:
+            if slots > 0 and (full or not lane.caught_up):
                 wanted.append((endpoint_id, lane.cursor, slots))
                 generations[endpoint_id] = lane.generation
         if not wanted:
             return math.inf
+        left_for_read = self._left_for_read
+        self._reading = {endpoint_id for endpoint_id, _, _ in wanted}
+        try:
+            return await self._send_read(conn, wanted, generations, endpoints,
+                                         left_for_read)
+        finally:
+            self._reading = set()
+
+    async def _send_read(self, conn: HubConnection, wanted: Sequence[tuple[str, int, int]],
+                         generations: Mapping[str, int], endpoints: Mapping[str, Endpoint],
+                         left_for_read: int) -> float:
+        """Read ``wanted`` and send what may go now (see `_round`)."""
         rows = await self._store.next_pending(wanted)
         now = self._clock()
         next_due = math.inf
-        for endpoint_id, webhooks in rows.items():
+        for (endpoint_id, _, limit) in wanted:
+            webhooks = rows.get(endpoint_id, [])
             lane = conn.lanes[endpoint_id]
             destination = endpoints[endpoint_id].destination_url
+            # Caught up if the read came back short and all of it was taken, and nothing
+            # stored meanwhile was left for a read.
+            caught_up = len(webhooks) < limit
             for webhook in webhooks:
                 if lane.generation != generations[endpoint_id] or conn.closed.is_set() \
                         or endpoint_id in self._held:
+                    caught_up = False
                     break  # rewound, held or gone while we were sending: re-read next round
                 if lane.is_sent(webhook.id):
                     # read again after the cursor moved back: it is on its way already
                     lane.pass_over(webhook)
+                    caught_up = False
                     self.wake()  # the read's room went to it: read on at once
                     continue
                 if webhook.next_attempt_at > now:
                     next_due = min(next_due, webhook.next_attempt_at)
+                    caught_up = False
                     break
                 lane.push(webhook)
                 data = envelope_bytes(webhook, destination)
@@ -241,6 +342,9 @@ class Dispatcher:
                     return math.inf
                 log.debug("sent webhook_id=%s endpoint=%s attempt=%d hub_id=%s",
                           webhook.id, endpoint_id, webhook.attempts + 1, conn.hub_id)
+            if caught_up and self._left_for_read == left_for_read \
+                    and lane.generation == generations[endpoint_id]:
+                lane.caught_up = True
         return next_due
 
     async def _expire_forever(self) -> None:

@@ -4,7 +4,9 @@
 transaction holding it has committed, or raises `StorageUnavailable`. The batcher takes
 whatever is queued (up to `MAX_BATCH`) and commits it at once, so under load the fsync
 cost is paid per batch while each request still waits for its own commit. After each
-commit, ``on_stored`` gets the batch (the daemon wakes the dispatcher and counts it).
+commit, ``on_stored`` gets the batch, and the same webhooks as stored (with their seq, as
+the dispatcher reads them; None if the store could not tell): the daemon hands them to
+the dispatcher, which sends them without reading them back, and counts them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable, Sequence
 import trio
 
 from relayd.common.batching import take_batch
-from relayd.edge.store import NewWebhook, Store
+from relayd.edge.store import NewWebhook, Store, StoredWebhook
 
 __all__ = ["IngestBatcher", "StorageUnavailable"]
 
@@ -46,8 +48,8 @@ class IngestBatcher:
     """Single task that commits queued webhooks in batches."""
 
     def __init__(self, store: Store,
-                 on_stored: Callable[[Sequence[NewWebhook]], None] = lambda batch: None
-                 ) -> None:
+                 on_stored: Callable[[Sequence[NewWebhook], Sequence[StoredWebhook] | None],
+                                     None] = lambda batch, stored: None) -> None:
         self._store = store
         self._on_stored = on_stored
         self._send, self._receive = trio.open_memory_channel[_Pending](QUEUE_SIZE)
@@ -80,8 +82,9 @@ class IngestBatcher:
     async def _commit(self, batch: list[_Pending]) -> None:
         error: str | None = None
         webhooks = [p.webhook for p in batch]
+        stored: list[StoredWebhook] | None = None
         try:
-            await self._store.insert_webhooks(webhooks)
+            stored = await self._store.insert_webhooks(webhooks)
         except sqlite3.Error as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.error("ingest commit failed for %d webhooks: %s", len(batch), error)
@@ -90,4 +93,4 @@ class IngestBatcher:
             pending.error = error
             pending.done.set()
         if error is None:
-            self._on_stored(webhooks)
+            self._on_stored(webhooks, stored)

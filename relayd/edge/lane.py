@@ -33,6 +33,10 @@ class Lane:
     # Bumped when the cursor is rewound, so a round that read rows before the rewind
     # does not send them.
     generation: int = 0
+    # Nothing of this endpoint is pending in the database after the cursor (the last read
+    # came back short, and what was stored since was handed over in memory): a round
+    # need not read it. Cleared by a move back and by anything not handed over.
+    caught_up: bool = False
     # Webhooks dropped from in_flight by a rewind whose ack (for that earlier copy) is
     # still to come: the next ack naming one belongs to the old copy, not the resent one.
     orphans: Counter[str] = field(default_factory=Counter)
@@ -101,6 +105,7 @@ class Lane:
         read before this is not sent."""
         self.cursor = min(self.cursor, seq - 1)
         self.generation += 1
+        self.caught_up = False
 
     def pass_over(self, webhook: StoredWebhook) -> None:
         """``webhook``, read again after a move back, `is_sent`: the read goes on after it."""

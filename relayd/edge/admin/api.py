@@ -182,7 +182,7 @@ def routes(ctx: AdminContext) -> list[BaseRoute]:
         copy = await ctx.store.replay(webhook_id, uuid.uuid4().hex, ctx.clock())
         if copy is None:
             return _error(404, f"no webhook {webhook_id}")
-        ctx.dispatch.wake()
+        ctx.dispatch.reread(copy.endpoint_id)
         log.info("webhook replayed webhook_id=%s replay_of=%s endpoint=%s by=%s",
                  copy.id, webhook_id, copy.endpoint_id, WHO)
         return JSONResponse({"queued": webhook_item(copy)})

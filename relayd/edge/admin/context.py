@@ -19,8 +19,8 @@ __all__ = ["AdminContext", "DispatchControl", "NoDispatch"]
 class DispatchControl(Protocol):
     """What the admin API asks of the dispatcher (`relayd.edge.dispatcher.Dispatcher`)."""
 
-    def wake(self) -> None:
-        """Start a dispatch round now (a replay queued something)."""
+    def reread(self, endpoint_id: str) -> None:
+        """Something of ``endpoint_id`` became pending (a replay): read it in a round now."""
 
     def requeueing(self, endpoint_id: str) -> AbstractContextManager[Callable[[int], None]]:
         """Hold ``endpoint_id`` while webhooks are made pending again; the yielded function
@@ -35,7 +35,7 @@ class DispatchControl(Protocol):
 class NoDispatch:
     """No dispatcher: an admin app built on its own (a test of the listener alone)."""
 
-    def wake(self) -> None:
+    def reread(self, endpoint_id: str) -> None:
         pass
 
     @contextmanager
