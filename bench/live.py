@@ -93,6 +93,7 @@ class LiveResult:
     non_2xx: int  # answered with another status, or the connection closed (abandoned apart)
     cpu_ms_per_webhook: dict[str, float]  # per accepted webhook: relayd, relay-hub
     helper_cpu_ms_per_webhook: dict[str, float]  # loadgen, destination, bench-hub
+    sender_nice: int  # the load generator's priority (see bench/loadgen.py)
     idle_cpu_percent: dict[str, float] | None = None
 
     @property
@@ -290,6 +291,7 @@ def summarise(target: str, load: dict[str, Any], arrivals: dict[int, int] | None
         cpu_ms_per_webhook={k: round(v * per_webhook, 4) for k, v in cpu.items()},
         helper_cpu_ms_per_webhook={k: round(v * per_webhook, 4)
                                    for k, v in helper_cpu.items()},
+        sender_nice=load["nice"],
     )
 
 

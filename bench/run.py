@@ -377,7 +377,9 @@ class Bench:
     async def scenario_live(self) -> None:
         """Open-loop POSTs into relayd + relay-hub (`bench/live.py`), each load right after
         the same load straight at the destination (and, at the low rate, at relayd with a
-        bench hub): the three targets run side by side, loads take turns."""
+        bench hub): the three targets run side by side, loads take turns. A latency or CPU
+        target is met only by a load that was kept up (one that was not has figures of
+        what got through; its CPU per webhook falls as batches grow)."""
         low, middle, high = self.sizes.live_rates
         conns, idle_seconds = self.sizes.live_connections, self.sizes.live_idle
         root = self.workdir / "live"
@@ -418,12 +420,13 @@ class Bench:
             Row.against("live", f"{at}: relayd CPU per webhook",
                         low_run.cpu_ms_per_webhook["relayd"], "ms",
                         edge_low.cpu_ms_per_webhook["relayd"], "relayd, bench hub acking",
-                        "<= 0.4 ms", low_run.cpu_ms_per_webhook["relayd"] <= 0.4),
+                        "<= 0.4 ms",
+                        low_run.kept_up and low_run.cpu_ms_per_webhook["relayd"] <= 0.4),
             Row.against("live", f"{at}: relay-hub CPU per webhook",
                         low_run.cpu_ms_per_webhook["relay-hub"], "ms",
                         edge_low.helper_cpu_ms_per_webhook["bench-hub"],
                         "bench hub: acks, no HTTP", "<= 0.4 ms",
-                        low_run.cpu_ms_per_webhook["relay-hub"] <= 0.4),
+                        low_run.kept_up and low_run.cpu_ms_per_webhook["relay-hub"] <= 0.4),
         ]
         at = f"{middle:,}/s, {conns} connections"
         both, both_low = _daemons_cpu(mid_run), _daemons_cpu(low_run)
@@ -431,7 +434,7 @@ class Bench:
             *_arrival_rows(at, mid_run, base_mid, p50=3, p99=20),
             Row.against("live", f"{at}: relayd + relay-hub CPU per webhook", both, "ms",
                         both_low, f"same at {low:,}/s, 1 connection", "<= 0.6 ms",
-                        both <= 0.6),
+                        mid_run.kept_up and both <= 0.6),
         ]
         at = f"{high:,}/s, {conns} connections"
         rows += [
@@ -458,9 +461,7 @@ def _daemons_cpu(result: LiveResult) -> float:
 
 def _arrival_rows(at: str, run: LiveResult, base: LiveResult, *, p50: float | None,
                   p99: float | None) -> list[Row]:
-    """POST -> destination p50 and p99 against the same load sent direct; a target is met
-    only by a load that was kept up (the figures of one that was not count only what got
-    through)."""
+    """POST -> destination p50 and p99 against the same load sent direct."""
     rows = []
     for name, limit, value, floor in (("p50", p50, run.arrival_p50_ms, base.arrival_p50_ms),
                                       ("p99", p99, run.arrival_p99_ms, base.arrival_p99_ms)):
