@@ -3,9 +3,10 @@
 ``python bench/destination.py --port P --out FILE``: HTTP/1.1 keep-alive on any number of
 connections, answers every request ``200`` with an empty body at once, and for each body
 that starts ``{"n":NNNNNNNN`` (what `bench/loadgen.py` sends) notes ``[n,
-time.monotonic_ns()]`` when its last byte was read. On SIGTERM it writes the list to
-``FILE`` and exits. One process, a `selectors` loop: far cheaper per request than the
-daemons it measures.
+time.monotonic_ns()]`` when its last byte was read. ``GET /arrivals`` answers that list
+so far (JSON), so a run can read it while the destination goes on serving; on SIGTERM it
+writes the list to ``FILE`` and exits. One process, a `selectors` loop: far cheaper per
+request than the daemons it measures.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 HEADER_END = b"\r\n\r\n"
 ANSWER = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
 MARK = b'{"n":'
+ARRIVALS = b"GET /arrivals "
 
 
 def main(args: argparse.Namespace) -> None:
@@ -68,8 +70,16 @@ def main(args: argparse.Namespace) -> None:
                 content = buffer[end + len(HEADER_END):total]
                 if content.startswith(MARK):
                     arrivals.append((int(content[5:13]), time.monotonic_ns()))
+                    sock.sendall(ANSWER)
+                elif buffer.startswith(ARRIVALS):
+                    listed = json.dumps(arrivals).encode()
+                    sock.setblocking(True)  # large: written whole (the runner waits for it)
+                    sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                                 b"content-length: %d\r\n\r\n%s" % (len(listed), listed))
+                    sock.setblocking(False)
+                else:
+                    sock.sendall(ANSWER)
                 buffer = buffer[total:]
-                sock.sendall(ANSWER)
             buffers[sock] = buffer
     with open(args.out, "w") as out:
         json.dump(arrivals, out)

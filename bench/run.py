@@ -1,8 +1,9 @@
 """relayd's benchmark suite: every machine-dependent figure next to a same-run baseline.
 
-``scripts/bench`` (or ``python -m bench.run [--smoke] [--only NAME ...] [--out FILE]``)
-runs the scenarios below with relayd, hubs and helpers as separate processes, prints a
-table and writes ``bench/results.json``. ``--smoke`` runs every scenario tiny (CI).
+``scripts/bench [NAME ...]`` (or ``python -m bench.run [NAME ...] [--smoke] [--only NAME
+...] [--out FILE]``; names alone are the same as ``--only``) runs the scenarios below with
+relayd, hubs and helpers as separate processes, prints a table and writes
+``bench/results.json``. ``--smoke`` runs every scenario tiny (CI).
 
 | scenario | measured | baseline in the same run |
 |---|---|---|
@@ -14,6 +15,7 @@ table and writes ``bench/results.json``. ``--smoke`` runs every scenario tiny (C
 | full | through relay-hub to an HTTP destination: webhooks/s, CPU share | relay (bench hub) |
 | ingress | wrk, 1 KiB POSTs, 32 connections, every 202 committed | hello-world app, same stack |
 | memory | relayd peak RSS dispatching with many pending rows | (target: 100 MB) |
+| live | open-loop POSTs via relayd + relay-hub: latency, req/s, CPU | direct; bench hub |
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from bench.common import (
     wait_status,
     write_edge_config,
 )
+from bench.live import KEPT_UP_SHARE, LAG_TOLERANCE_NS, LiveResult, LiveTarget, open_target
 
 PY = str(BIN / "python")
 
@@ -65,13 +68,21 @@ class Sizes:
     ingress_seconds: int
     memory_rows: int
     memory_seconds: float
+    live_rates: tuple[int, int, int]  # low (1 connection), middle and high (live_connections)
+    live_connections: int
+    live_seconds: float  # each load
+    live_warmup: float  # before each load, the same load, unmeasured
+    live_idle: float
 
 
 FULL = Sizes(ceiling=20_000, relay=20_000, latency_rate=200, latency_seconds=20, wan=10_000,
              wan_sample=200, full=10_000, ingress_seconds=10, memory_rows=1_000_000,
-             memory_seconds=10)
+             memory_seconds=10, live_rates=(200, 1_000, 2_000), live_connections=8,
+             live_seconds=10, live_warmup=1, live_idle=5)
 SMOKE = Sizes(ceiling=300, relay=300, latency_rate=50, latency_seconds=1, wan=300,
-              wan_sample=20, full=200, ingress_seconds=1, memory_rows=3_000, memory_seconds=1)
+              wan_sample=20, full=200, ingress_seconds=1, memory_rows=3_000, memory_seconds=1,
+              live_rates=(50, 100, 200), live_connections=8, live_seconds=1, live_warmup=0.2,
+              live_idle=0.5)
 
 
 @dataclass
@@ -85,6 +96,13 @@ class Row:
     ratio: float | None = None
     target: str = ""
     met: bool | None = None
+
+    @classmethod
+    def against(cls, scenario: str, what: str, value: float, unit: str, baseline: float,
+                baseline_what: str, target: str, met: bool | None) -> Row:
+        """A row with its baseline; the ratio unless the baseline is 0 (e.g. no CPU tick)."""
+        return cls(scenario, what, value, unit, baseline, baseline_what,
+                   value / baseline if baseline else None, target, met)
 
 
 class Bench:
@@ -354,6 +372,107 @@ class Bench:
         self.notes["memory_delivered_during_run"] = doc["queue"]["delivered"]
 
 
+    # -- live traffic -----------------------------------------------------------
+
+    async def scenario_live(self) -> None:
+        """Open-loop POSTs into relayd + relay-hub (`bench/live.py`), each load right after
+        the same load straight at the destination (and, at the low rate, at relayd with a
+        bench hub): the three targets run side by side, loads take turns. A latency or CPU
+        target is met only by a load that was kept up (one that was not has figures of
+        what got through; its CPU per webhook falls as batches grow)."""
+        low, middle, high = self.sizes.live_rates
+        conns, idle_seconds = self.sizes.live_connections, self.sizes.live_idle
+        root = self.workdir / "live"
+        results: dict[str, LiveResult] = {}
+
+        async def load(live: LiveTarget, rate: float, connections: int) -> LiveResult:
+            result = await live.load(rate=rate, connections=connections,
+                                     seconds=self.sizes.live_seconds,
+                                     warmup_seconds=self.sizes.live_warmup)
+            name = f"{live.target} {f'{rate:g}/s' if rate else 'back to back'} x{connections}"
+            results[name] = result
+            return result
+
+        async with open_target(root / "direct", "direct") as direct, \
+                open_target(root / "edge", "edge") as edge, \
+                open_target(root / "system", "system") as system:
+            base_low, edge_low, low_run = (await load(direct, low, 1), await load(edge, low, 1),
+                                           await load(system, low, 1))
+            idle = await system.idle(idle_seconds)
+            base_mid, mid_run = await load(direct, middle, conns), await load(system, middle,
+                                                                              conns)
+            base_high, high_run = await load(direct, high, conns), await load(system, high,
+                                                                              conns)
+            base_b2b, b2b_run = await load(direct, 0, 1), await load(system, 0, 1)
+
+        dest = "direct to the destination"
+        rows = [
+            Row.against("live", "back to back, 1 connection: POST -> 202",
+                        b2b_run.achieved_rate, "req/s", base_b2b.achieved_rate, dest,
+                        ">= 1,500 req/s", b2b_run.achieved_rate >= 1_500),
+        ]
+        at = f"{low:,}/s, 1 connection"
+        rows += [
+            Row.against("live", f"{at}: POST -> 202 p50", low_run.answer_p50_ms, "ms",
+                        base_low.answer_p50_ms, dest, "<= 0.8 ms",
+                        low_run.kept_up and low_run.answer_p50_ms <= 0.8),
+            *_arrival_rows(at, low_run, base_low, p50=None, p99=None),
+            Row.against("live", f"{at}: relayd CPU per webhook",
+                        low_run.cpu_ms_per_webhook["relayd"], "ms",
+                        edge_low.cpu_ms_per_webhook["relayd"], "relayd, bench hub acking",
+                        "<= 0.4 ms",
+                        low_run.kept_up and low_run.cpu_ms_per_webhook["relayd"] <= 0.4),
+            Row.against("live", f"{at}: relay-hub CPU per webhook",
+                        low_run.cpu_ms_per_webhook["relay-hub"], "ms",
+                        edge_low.helper_cpu_ms_per_webhook["bench-hub"],
+                        "bench hub: acks, no HTTP", "<= 0.4 ms",
+                        low_run.kept_up and low_run.cpu_ms_per_webhook["relay-hub"] <= 0.4),
+        ]
+        at = f"{middle:,}/s, {conns} connections"
+        both, both_low = _daemons_cpu(mid_run), _daemons_cpu(low_run)
+        rows += [
+            *_arrival_rows(at, mid_run, base_mid, p50=3, p99=20),
+            Row.against("live", f"{at}: relayd + relay-hub CPU per webhook", both, "ms",
+                        both_low, f"same at {low:,}/s, 1 connection", "<= 0.6 ms",
+                        mid_run.kept_up and both <= 0.6),
+        ]
+        at = f"{high:,}/s, {conns} connections"
+        rows += [
+            Row.against("live", f"{at}: answered per second", high_run.achieved_rate,
+                        "req/s", base_high.achieved_rate, dest,
+                        f"kept up (>= {KEPT_UP_SHARE:g} x rate)", high_run.kept_up),
+            *_arrival_rows(at, high_run, base_high, p50=None, p99=50),
+            Row("live", f"{at}, direct: sender late (> {LAG_TOLERANCE_NS // 1_000_000} ms "
+                        "after schedule)", base_high.late_share * 100, "%",
+                target="<= 1 % (sender keeps up)", met=base_high.late_share <= 0.01),
+        ]
+        idle_total = sum(idle.values())
+        rows.append(Row("live", "idle, hub connected: relayd + relay-hub CPU", idle_total,
+                        "% of a core", target="<= 0.5 %", met=idle_total <= 0.5))
+        self.rows += rows
+        self.notes["live"] = {name: {**asdict(r), "kept_up": r.kept_up}
+                              for name, r in results.items()}
+        self.notes["live_idle_cpu_percent"] = idle
+
+
+def _daemons_cpu(result: LiveResult) -> float:
+    return result.cpu_ms_per_webhook["relayd"] + result.cpu_ms_per_webhook["relay-hub"]
+
+
+def _arrival_rows(at: str, run: LiveResult, base: LiveResult, *, p50: float | None,
+                  p99: float | None) -> list[Row]:
+    """POST -> destination p50 and p99 against the same load sent direct."""
+    rows = []
+    for name, limit, value, floor in (("p50", p50, run.arrival_p50_ms, base.arrival_p50_ms),
+                                      ("p99", p99, run.arrival_p99_ms, base.arrival_p99_ms)):
+        assert value is not None and floor is not None  # both at the destination
+        rows.append(Row.against(
+            "live", f"{at}: POST -> destination {name}", value, "ms", floor,
+            "direct to the destination", "report" if limit is None else f"<= {limit:g} ms",
+            None if limit is None else run.kept_up and value <= limit))
+    return rows
+
+
 async def _wait_file(path: Path, *, within: float) -> str:
     """The content of a result file another process writes when it is done."""
     apath = trio.Path(path)
@@ -382,6 +501,7 @@ SCENARIOS = {
     "full": Bench.scenario_full,
     "ingress": Bench.scenario_ingress,
     "memory": Bench.scenario_memory,
+    "live": Bench.scenario_live,
 }
 
 
@@ -407,7 +527,7 @@ def table(rows: list[Row]) -> str:
 
 async def main(args: argparse.Namespace) -> int:
     sizes = SMOKE if args.smoke else FULL
-    names = args.only or list(SCENARIOS)
+    names = [*args.scenarios, *(args.only or [])] or list(SCENARIOS)
     with tempfile.TemporaryDirectory(prefix="relayd-bench-") as tmp:
         bench = Bench(sizes, Path(tmp))
         started = time.perf_counter()
@@ -433,7 +553,14 @@ async def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                        help=f"the same as --only ({', '.join(SCENARIOS)})")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI)")
     parser.add_argument("--only", nargs="+", choices=list(SCENARIOS))
     parser.add_argument("--out", default=str(BENCH / "results.json"))
-    raise SystemExit(trio.run(main, parser.parse_args()))
+    arguments = parser.parse_args()
+    # not choices= on the positional: argparse checks an empty list against them (3.11)
+    if unknown := sorted(set(arguments.scenarios) - set(SCENARIOS)):
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; "
+                     f"choose from {', '.join(SCENARIOS)}")
+    raise SystemExit(trio.run(main, arguments))
