@@ -18,10 +18,9 @@ from functools import partial
 from typing import Any
 
 import trio
-from hypercorn.config import Config as HypercornConfig
 
 from relayd.common.asgi import Receive, Scope, Send, handle_lifespan
-from relayd.edge._hypercorn import HypercornConnections
+from relayd.edge._hypercorn import HypercornConfig, HypercornConnections
 from relayd.edge.bounded import serve_bounded
 from relayd.edge.config import IngressConfig, ListenAddress
 

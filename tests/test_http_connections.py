@@ -1,0 +1,236 @@
+"""How `serve_http` treats an HTTP/1.1 connection: keep-alive and its timer, a client that
+closes, a graceful stop, 100-continue, malformed requests, the Date header.
+
+A tiny ASGI app on real loopback sockets; the timers are short configured intervals.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+
+import trio
+
+from relayd.edge.config import ListenAddress
+from relayd.edge.http import Receive, Scope, Send, send_json, serve_http
+
+KEEP_ALIVE = 0.5  # the listener's keep_alive_timeout in these tests
+# how much later than its deadline a timer may be seen to fire on a busy test machine
+SLACK = 1.0
+
+
+class App:
+    """Answers 200 with the body's length; ``/slow`` first waits for `release`."""
+
+    def __init__(self) -> None:
+        self.release = trio.Event()
+        self.waiting = trio.Event()  # a request waits for `release`
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        size = 0
+        while True:
+            message = await receive()
+            size += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        if scope["path"] == "/slow":
+            self.waiting.set()
+            await self.release.wait()
+        await send_json(send, 200, {"size": size, "path": scope["path"]})
+
+
+@asynccontextmanager
+async def serving(app: App, *, keep_alive: float = KEEP_ALIVE, max_connections: int = 100,
+                  ) -> AsyncIterator[tuple[ListenAddress, trio.Event]]:
+    """`serve_http` on a free port; yields its address and the event that stops it.
+    Closes the clients opened meanwhile."""
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(partial(
+            serve_http, app, ListenAddress("127.0.0.1", 0), name="test",
+            shutdown_trigger=stop.wait, graceful_seconds=10.0,
+            max_connections=max_connections, keep_alive_timeout=keep_alive))
+        try:
+            yield address, stop
+        finally:
+            for client in Client.opened:
+                await client.stream.aclose()
+            Client.opened.clear()
+            stop.set()
+
+
+class Client:
+    """One client connection that sends raw requests and reads the answers."""
+
+    opened: list[Client] = []  # closed by `serving`
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+        Client.opened.append(self)
+
+    @classmethod
+    async def connect(cls, address: ListenAddress) -> Client:
+        return cls(await trio.open_tcp_stream(address.host, address.port))
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def post(self, path: str = "/", body: bytes = b"x") -> tuple[int, bytes]:
+        await self.send(post_request(path, body))
+        return await self.response()
+
+    async def response(self) -> tuple[int, bytes]:
+        """The next response's status and body."""
+        status, _, body = await self.full_response()
+        return status, body
+
+    async def full_response(self) -> tuple[int, dict[bytes, bytes], bytes]:
+        """The next response's status, headers and body (content-length framed)."""
+        while b"\r\n\r\n" not in self.buffer:
+            await self._receive()
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ")[1])
+        headers = {name.strip().lower(): value.strip()
+                   for name, _, value in (line.partition(b":") for line in lines[1:])}
+        length = int(headers.get(b"content-length", b"0"))
+        while len(self.buffer) < length:
+            await self._receive()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return status, headers, body
+
+    async def wait_closed(self) -> float:
+        """Read until the server closes the connection (nothing more may come); when."""
+        while True:
+            try:
+                data = await self.stream.receive_some(65536)
+            except trio.BrokenResourceError:  # reset: closed as well
+                data = b""
+            assert data == b"", data
+            if not data:
+                return trio.current_time()
+
+    async def _receive(self) -> None:
+        data = await self.stream.receive_some(65536)
+        assert data, "the server closed the connection"
+        self.buffer += data
+
+
+def post_request(path: str, body: bytes, *extra: bytes) -> bytes:
+    return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n"
+            % (path.encode(), len(body), b"".join(h + b"\r\n" for h in extra)) + body)
+
+
+async def with_timeout(seconds: float, call: Callable[[], Awaitable[float]]) -> float:
+    with trio.fail_after(seconds):
+        return await call()
+
+
+async def test_an_idle_keep_alive_connection_closes_keep_alive_timeout_after_its_last_answer(
+) -> None:
+    async with serving(App()) as (address, _):
+        client = await Client.connect(address)
+        for _ in range(3):  # spaced closer than the timeout: the timer restarts each time
+            assert (await client.post())[0] == 200
+            answered = trio.current_time()
+            await trio.sleep(KEEP_ALIVE * 0.6)
+        closed = await with_timeout(KEEP_ALIVE + SLACK, client.wait_closed)
+        assert KEEP_ALIVE - 0.05 <= closed - answered <= KEEP_ALIVE + SLACK
+
+
+async def test_the_keep_alive_timer_does_not_run_while_the_app_works() -> None:
+    app = App()
+    async with serving(app) as (address, _):
+        client = await Client.connect(address)
+        await client.send(post_request("/slow", b"abc"))
+        with trio.fail_after(5):
+            await app.waiting.wait()
+        await trio.sleep(KEEP_ALIVE * 2)  # the app working longer than the timeout
+        app.release.set()
+        assert await client.response() == (200, b'{"size":3,"path":"/slow"}')
+        assert (await client.post())[0] == 200  # and the connection is still kept
+
+
+async def test_a_client_closing_an_idle_connection_frees_its_slot_at_once() -> None:
+    # one slot, and a keep-alive timeout far longer than the test may take: the next
+    # connection is served only if the server closed the first one when its client did
+    async with serving(App(), keep_alive=60, max_connections=1) as (address, _):
+        first = await Client.connect(address)
+        assert (await first.post())[0] == 200
+        await first.stream.aclose()
+        second = await Client.connect(address)
+        with trio.fail_after(5):
+            assert (await second.post())[0] == 200
+        await second.stream.aclose()
+        never_asked = await Client.connect(address)  # closed before any request
+        await never_asked.stream.aclose()
+        third = await Client.connect(address)
+        with trio.fail_after(5):
+            assert (await third.post())[0] == 200
+
+
+async def test_a_stop_closes_idle_connections_at_once_and_lets_a_request_finish() -> None:
+    app = App()
+    async with serving(app, keep_alive=60) as (address, stop):
+        idle = await Client.connect(address)
+        assert (await idle.post())[0] == 200
+        busy = await Client.connect(address)
+        await busy.send(post_request("/slow", b"abcd"))
+        with trio.fail_after(5):
+            await app.waiting.wait()
+        stop.set()
+        await with_timeout(5, idle.wait_closed)
+        app.release.set()
+        with trio.fail_after(5):
+            assert await busy.response() == (200, b'{"size":4,"path":"/slow"}')
+        await with_timeout(5, busy.wait_closed)  # not kept alive after the stop
+
+
+async def test_expect_100_continue_is_answered_before_the_body_is_sent() -> None:
+    async with serving(App()) as (address, _):
+        client = await Client.connect(address)
+        await client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                          b"Expect: 100-continue\r\n\r\n")
+        with trio.fail_after(5):
+            assert await client.response() == (100, b"")
+            await client.send(b"hello")
+            assert await client.response() == (200, b'{"size":5,"path":"/"}')
+
+
+async def test_a_chunked_body_reaches_the_app_whole() -> None:
+    async with serving(App()) as (address, _):
+        client = await Client.connect(address)
+        await client.send(b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n")
+        with trio.fail_after(5):
+            assert await client.response() == (200, b'{"size":7,"path":"/c"}')
+
+
+async def test_a_malformed_request_is_answered_400_and_its_connection_closed() -> None:
+    async with serving(App(), keep_alive=60) as (address, _):
+        client = await Client.connect(address)
+        await client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: two\r\n\r\n")
+        with trio.fail_after(5):
+            assert (await client.response())[0] == 400
+        await with_timeout(5, client.wait_closed)
+
+
+async def test_every_answer_carries_the_current_date() -> None:
+    async with serving(App(), keep_alive=60) as (address, _):
+        client = await Client.connect(address)
+        dates = []
+        for _ in range(2):
+            before = int(time.time())
+            await client.send(post_request("/", b""))
+            with trio.fail_after(5):
+                _, headers, _ = await client.full_response()
+            after = time.time()
+            date = email.utils.parsedate_to_datetime(headers[b"date"].decode()).timestamp()
+            assert before <= date <= after
+            dates.append(date)
+            await trio.sleep(1.05)
+        assert dates[1] > dates[0]
