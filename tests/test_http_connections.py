@@ -10,6 +10,7 @@ the timers are short configured intervals.
 from __future__ import annotations
 
 import email.utils
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,11 +22,12 @@ import h2.events
 import httpx
 import pytest
 import trio
+import trustme
 
 from relayd.edge.config import ListenAddress
 from relayd.edge.http import Receive, Scope, Send, send_json, serve_http
 
-KEEP_ALIVE = 0.5  # the listener's keep_alive_timeout in these tests
+KEEP_ALIVE = 1.0  # the listener's keep_alive_timeout in these tests
 # how much later than its deadline a timer may be seen to fire on a busy test machine
 SLACK = 1.0
 
@@ -67,7 +69,7 @@ class App:
 
 @asynccontextmanager
 async def serving(app: App, *, keep_alive: float = KEEP_ALIVE, max_connections: int = 100,
-                  read_timeout: float = 30.0,
+                  read_timeout: float = 30.0, tls: ssl.SSLContext | None = None,
                   ) -> AsyncIterator[tuple[ListenAddress, trio.Event]]:
     """`serve_http` on a free port; yields its address and the event that stops it.
     Closes the clients opened meanwhile."""
@@ -77,7 +79,7 @@ async def serving(app: App, *, keep_alive: float = KEEP_ALIVE, max_connections: 
             serve_http, app, ListenAddress("127.0.0.1", 0), name="test",
             shutdown_trigger=stop.wait, graceful_seconds=10.0,
             max_connections=max_connections, keep_alive_timeout=keep_alive,
-            read_timeout=read_timeout))
+            read_timeout=read_timeout, tls_context=None if tls is None else lambda: tls))
         try:
             yield address, stop
         finally:
@@ -149,9 +151,9 @@ class Client:
         self.buffer += data
 
 
-def post_request(path: str, body: bytes, *extra: bytes) -> bytes:
-    return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n"
-            % (path.encode(), len(body), b"".join(h + b"\r\n" for h in extra)) + body)
+def post_request(path: str, body: bytes) -> bytes:
+    return b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+        path.encode(), len(body), body)
 
 
 async def with_timeout(seconds: float, call: Callable[[], Awaitable[float]]) -> float:
@@ -166,7 +168,7 @@ async def test_an_idle_keep_alive_connection_closes_keep_alive_timeout_after_its
         for _ in range(3):  # spaced closer than the timeout: the timer restarts each time
             assert (await client.post())[0] == 200
             answered = trio.current_time()
-            await trio.sleep(KEEP_ALIVE * 0.6)
+            await trio.sleep(KEEP_ALIVE * 0.5)
         closed = await with_timeout(KEEP_ALIVE + SLACK, client.wait_closed)
         assert KEEP_ALIVE - 0.05 <= closed - answered <= KEEP_ALIVE + SLACK
 
@@ -178,10 +180,11 @@ async def test_the_keep_alive_timer_does_not_run_while_the_app_works() -> None:
         await client.send(post_request("/slow", b"abc"))
         with trio.fail_after(5):
             await app.waiting.wait()
-        await trio.sleep(KEEP_ALIVE * 2)  # the app working longer than the timeout
+        await trio.sleep(KEEP_ALIVE * 1.5)  # the app working longer than the timeout
         app.release.set()
-        assert await client.response() == (200, b'{"size":3,"path":"/slow"}')
-        assert (await client.post())[0] == 200  # and the connection is still kept
+        with trio.fail_after(5):
+            assert await client.response() == (200, b'{"size":3,"path":"/slow"}')
+            assert (await client.post())[0] == 200  # and the connection is still kept
 
 
 async def test_a_client_closing_an_idle_connection_frees_its_slot_at_once() -> None:
@@ -419,3 +422,24 @@ async def test_a_websocket_handshake_reaches_the_app_as_a_websocket() -> None:
         with trio.fail_after(5):
             assert (await client.response())[0] == 403
     assert [scope["type"] for scope in app.scopes] == ["websocket"]
+
+
+async def test_https_speaks_http11_or_h2_as_alpn_says_and_a_stalled_handshake_is_cut() -> None:
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    server.set_alpn_protocols(["h2", "http/1.1"])
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    app = App()
+    async with serving(app, keep_alive=KEEP_ALIVE, tls=server) as (address, _):
+        for http2 in (False, True):
+            async with httpx.AsyncClient(verify=client, http2=http2) as https:
+                response = await https.post(f"https://{address}/tls", content=b"ab")
+            assert (response.http_version, response.status_code) == (
+                "HTTP/2" if http2 else "HTTP/1.1", 200)
+        assert [scope["scheme"] for scope in app.scopes] == ["https", "https"]
+        silent = await Client.connect(address)  # never starts its handshake
+        opened = trio.current_time()
+        closed = await with_timeout(KEEP_ALIVE + SLACK, silent.wait_closed)
+        assert KEEP_ALIVE - 0.05 <= closed - opened
