@@ -130,7 +130,7 @@ class H11Connection:
                     break
                 if event is not h11.NEED_DATA:  # ConnectionClosed: the client is done
                     break
-                if config.read_timeout is not None:
+                if config.read_timeout:  # (hypercorn: `read_timeout or inf`)
                     idle.deadline = min(deadline, trio.current_time() + config.read_timeout)
                 data = await self._read()
                 if data is None:

@@ -37,7 +37,9 @@ class HTTPConnections:
         self._app = app
         self._config = config
         self._name = name
-        self._app_log = logging.getLogger(f"relayd.{name}")
+        # where hypercorn logs an app's errors (serve_http sets it)
+        assert isinstance(config.errorlog, logging.Logger), config.errorlog
+        self._app_log = config.errorlog
         self._hypercorn = HypercornServer(app, config)
         self._http11: set[H11Connection] = set()
         self._stopping = False
