@@ -1,11 +1,12 @@
-"""Serving small ASGI apps with hypercorn on trio, and the bits of ASGI they share.
+"""Serving small ASGI apps on trio, and the bits of ASGI they share.
 
 relayd runs the accept loop itself (`relayd.edge.bounded`: trio's ``serve_listeners``
-with a cap on open connections) and lets hypercorn speak HTTP on each accepted
-connection (`relayd.edge._hypercorn`); hypercorn's own ``serve`` accepts without limit.
-With TLS, each accepted connection is wrapped as hypercorn's ``serve`` does (an
-``SSLListener`` with ``https_compatible=True``), but with the context current at that
-moment, so a reloaded certificate applies to new connections only.
+with a cap on open connections); hypercorn's own ``serve`` accepts without limit. On each
+accepted connection `relayd.edge.http_connections` speaks HTTP: HTTP/1.1 itself, HTTP/2
+through hypercorn (with hypercorn's settings, from its ``Config``). With TLS, each
+accepted connection is wrapped as hypercorn's ``serve`` does (an ``SSLListener`` with
+``https_compatible=True``), but with the context current at that moment, so a reloaded
+certificate applies to new connections only.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from functools import partial
 from typing import Any
 
 import trio
-from hypercorn.config import Config as HypercornConfig
 
 from relayd.common.asgi import Receive, Scope, Send, handle_lifespan
-from relayd.edge._hypercorn import HypercornConnections
+from relayd.edge._hypercorn import HypercornConfig
 from relayd.edge.bounded import serve_bounded
 from relayd.edge.config import IngressConfig, ListenAddress
+from relayd.edge.http_connections import HTTPConnections
 
 __all__ = ["Receive", "Scope", "Send", "handle_lifespan", "send_json", "serve_http"]
 
@@ -44,7 +45,7 @@ async def serve_http(
     max_connections: int = IngressConfig.max_connections,
     read_timeout: float = IngressConfig.read_timeout,
     # idle keep-alive connections, and requests whose headers are still incomplete
-    # (hypercorn's idle timer runs until the headers are parsed), are closed after this
+    # (the idle timer runs until the headers are parsed), are closed after this
     keep_alive_timeout: float = IngressConfig.header_timeout,
     # HTTPS: the context for a connection accepted now (None: plain HTTP)
     tls_context: Callable[[], ssl.SSLContext] | None = None,
@@ -74,7 +75,7 @@ async def serve_http(
         sock.listen(LISTEN_BACKLOG)
         listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
     try:
-        connections = HypercornConnections(app, config, name)
+        connections = HTTPConnections(app, config, name)
         handler: Callable[[trio.SocketStream], Awaitable[None]] = connections.serve
         if tls_context is not None:
             handler = partial(_serve_tls, connections.serve, tls_context)
@@ -97,9 +98,9 @@ async def serve_http(
 async def _serve_tls(serve: Callable[[trio.abc.Stream], Awaitable[None]],
                      tls_context: Callable[[], ssl.SSLContext],
                      stream: trio.SocketStream) -> None:
-    # hypercorn's TCPServer runs the handshake (bounded by ssl_handshake_timeout) and
-    # reads the negotiated ALPN protocol; https_compatible: clients that close without
-    # TLS's close_notify (most HTTPS clients) are not an error
+    # HTTPConnections runs the handshake (bounded by ssl_handshake_timeout) and reads the
+    # negotiated ALPN protocol; https_compatible: clients that close without TLS's
+    # close_notify (most HTTPS clients) are not an error
     await serve(trio.SSLStream(stream, tls_context(), server_side=True,
                                https_compatible=True))
 
