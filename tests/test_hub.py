@@ -219,8 +219,7 @@ class _FakeEdgeStream:
 async def test_duplicate_after_reconnect_is_re_acked_without_delivering_again(
     destination: Destination,
 ) -> None:
-    import httpx
-
+    from relayd.hub.client import DeliveryClient
     from relayd.hub.recent import RecentIds
     from relayd.hub.session import HubSession
     from relayd.wire import pb
@@ -228,7 +227,7 @@ async def test_duplicate_after_reconnect_is_re_acked_without_delivering_again(
     config = make_hub_config(ListenAddress("127.0.0.1", 1), {"alpha": destination.url("/a")})
     recent = RecentIds(10)
     envelope = pb.WebhookEnvelope(id="w1", endpoint_id="alpha", payload=b"once", attempt=1)
-    async with httpx.AsyncClient() as client:
+    with DeliveryClient(max_idle=4) as client:
         for attempt in (1, 2):  # the same envelope on two connections
             stream = _FakeEdgeStream()
             session = HubSession(stream, config.hub, config.destinations, client, recent,
@@ -249,8 +248,7 @@ async def test_duplicate_after_reconnect_is_re_acked_without_delivering_again(
 async def test_hub_session_ends_exactly_stale_timeout_after_the_edge_went_silent(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    import httpx
-
+    from relayd.hub.client import DeliveryClient
     from relayd.hub.recent import RecentIds
     from relayd.hub.session import HubSession
     from relayd.wire import pb
@@ -258,7 +256,7 @@ async def test_hub_session_ends_exactly_stale_timeout_after_the_edge_went_silent
     config = make_hub_config(ListenAddress("127.0.0.1", 1), heartbeat_interval=30,
                              stale_timeout=60)
     stream = _FakeEdgeStream()
-    async with httpx.AsyncClient() as client:
+    with DeliveryClient(max_idle=4) as client:
         session = HubSession(stream, config.hub, {}, client, RecentIds(10),
                              trio.CapacityLimiter(1))
         async with trio.open_nursery() as nursery:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-import httpx
 import trio
 from trio_util import AsyncValue
 
 from relayd.common.batching import take_batch
 from relayd.common.heartbeat import StaleWatchdog, send_heartbeats
 from relayd.common.tally import Tally
+from relayd.hub.client import DeliveryClient
 from relayd.hub.config import HubSettings
 from relayd.hub.delivery import DeliveryResult, deliver
 from relayd.hub.recent import RecentIds
@@ -47,7 +47,7 @@ class HubSession:
     """Serves one authenticated stream until the edge ends it, it goes stale, or a stop."""
 
     def __init__(self, stream: MessageStream[pb.StreamResponse], settings: HubSettings,
-                 destinations: Mapping[str, str], client: httpx.AsyncClient, recent: RecentIds,
+                 destinations: Mapping[str, str], client: DeliveryClient, recent: RecentIds,
                  limiter: trio.CapacityLimiter) -> None:
         self._stream = stream
         self._settings = settings
