@@ -197,11 +197,11 @@ class _FakeEdgeStream:
         self.got_ack = trio.Event()
         self.end_stream_event = None
 
-    async def receive_message(self) -> object:
+    async def receive_messages(self, max_items: int) -> tuple[list[object], bool]:
         try:
-            return await self._to_hub.receive()
+            return [await self._to_hub.receive()], False
         except trio.EndOfChannel:
-            return None
+            return [], True
 
     async def send_messages(self, messages: list[object]) -> None:
         for message in messages:
