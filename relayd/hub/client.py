@@ -48,7 +48,7 @@ KEEPALIVE_SECONDS = 5.0
 MAX_HEAD_BYTES = 100 * 1024
 # Bytes asked of the socket per read.
 RECEIVE_BYTES = 64 * 1024
-# h11 names a reason phrase "reason"; an answer with no head before the close gets this.
+# The error when the connection closed before an answer began (httpcore's words).
 NO_ANSWER = "Server disconnected without sending a response."
 
 
