@@ -198,10 +198,19 @@ class _FakeEdgeStream:
         self.end_stream_event = None
 
     async def receive_messages(self, max_items: int) -> tuple[list[object], bool]:
+        """Like BatchStream's: wait for one, then take all already queued."""
         try:
-            return [await self._to_hub.receive()], False
+            messages = [await self._to_hub.receive()]
         except trio.EndOfChannel:
             return [], True
+        while len(messages) < max_items:
+            try:
+                messages.append(self._to_hub.receive_nowait())
+            except trio.WouldBlock:
+                break
+            except trio.EndOfChannel:
+                return messages, True
+        return messages, False
 
     async def send_messages(self, messages: list[object]) -> None:
         for message in messages:
@@ -243,6 +252,32 @@ async def test_duplicate_after_reconnect_is_re_acked_without_delivering_again(
             if attempt == 2:
                 assert ack.error_message == "duplicate: already delivered"
     assert destination.bodies("/a") == [b"once"]
+
+
+async def test_envelopes_received_together_are_each_delivered_in_order(
+    destination: Destination,
+) -> None:
+    from relayd.hub.client import DeliveryClient
+    from relayd.hub.recent import RecentIds
+    from relayd.hub.session import HubSession
+    from relayd.wire import pb
+
+    config = make_hub_config(ListenAddress("127.0.0.1", 1), {"alpha": destination.url("/a")})
+    stream = _FakeEdgeStream()
+    for n in range(5):  # queued before the session reads: one batch
+        await stream.to_hub_send.send(pb.StreamResponse(webhook=pb.WebhookEnvelope(
+            id=f"w{n}", endpoint_id="alpha", payload=b"%d" % n, attempt=1)))
+    with DeliveryClient(max_idle=4) as client:
+        session = HubSession(stream, config.hub, config.destinations, client, RecentIds(10),
+                             trio.CapacityLimiter(4))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.run, trio.Event())
+            with trio.fail_after(5):
+                while len(stream.acks) < 5:
+                    await stream.got_ack.wait()
+            nursery.cancel_scope.cancel()
+    assert [a.webhook_id for a in stream.acks] == ["w0", "w1", "w2", "w3", "w4"]  # type: ignore[attr-defined]
+    assert destination.bodies("/a") == [b"0", b"1", b"2", b"3", b"4"]
 
 
 async def test_hub_session_ends_exactly_stale_timeout_after_the_edge_went_silent(
