@@ -246,3 +246,16 @@ async def test_https_destination_with_an_unknown_ca_is_a_transient_connect_error
     assert result.error.startswith("ConnectError: ") and \
         "CERTIFICATE_VERIFY_FAILED" in result.error
     assert server.bodies == []
+
+
+@pytest.mark.parametrize(("url", "error"), [
+    ("ftp://d/hook", "UnsupportedProtocol: Request URL has an unsupported protocol 'ftp://'."),
+    ("http:///hook",
+     "UnsupportedProtocol: Request URL is missing an 'http://' or 'https://' protocol."),
+    ("http://[::1/hook", "InvalidURL: Invalid port: ':1'"),
+])
+async def test_a_url_that_cannot_be_sent_to_is_a_transient_failure_in_httpx_words(
+        url: str, error: str) -> None:
+    with DeliveryClient(max_idle=1) as client:
+        result = await deliver(client, url, envelope(1), 5)
+    assert (result.success, result.permanent, result.error) == (False, False, error)

@@ -82,8 +82,12 @@ def parse_destination(url: str) -> Destination:
     """``url`` parsed as httpx does; raises `httpx.InvalidURL` or
     `httpx.UnsupportedProtocol` (not http or https, or no host)."""
     parsed = httpx.URL(url)
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise httpx.UnsupportedProtocol(f"not an http(s) URL with a host: {url!r}")
+    if parsed.scheme and parsed.scheme not in ("http", "https"):  # (httpx's words)
+        raise httpx.UnsupportedProtocol(
+            f"Request URL has an unsupported protocol '{parsed.scheme}://'.")
+    if not parsed.scheme or not parsed.host:
+        raise httpx.UnsupportedProtocol(
+            "Request URL is missing an 'http://' or 'https://' protocol.")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     return Destination(parsed, Origin(parsed.scheme, parsed.raw_host.decode("ascii"), port),
                        parsed.netloc, parsed.raw_path)
