@@ -197,11 +197,20 @@ class _FakeEdgeStream:
         self.got_ack = trio.Event()
         self.end_stream_event = None
 
-    async def receive_message(self) -> object:
+    async def receive_messages(self, max_items: int) -> tuple[list[object], bool]:
+        """Like BatchStream's: wait for one, then take all already queued."""
         try:
-            return await self._to_hub.receive()
+            messages = [await self._to_hub.receive()]
         except trio.EndOfChannel:
-            return None
+            return [], True
+        while len(messages) < max_items:
+            try:
+                messages.append(self._to_hub.receive_nowait())
+            except trio.WouldBlock:
+                break
+            except trio.EndOfChannel:
+                return messages, True
+        return messages, False
 
     async def send_messages(self, messages: list[object]) -> None:
         for message in messages:
@@ -219,8 +228,7 @@ class _FakeEdgeStream:
 async def test_duplicate_after_reconnect_is_re_acked_without_delivering_again(
     destination: Destination,
 ) -> None:
-    import httpx
-
+    from relayd.hub.client import DeliveryClient
     from relayd.hub.recent import RecentIds
     from relayd.hub.session import HubSession
     from relayd.wire import pb
@@ -228,7 +236,7 @@ async def test_duplicate_after_reconnect_is_re_acked_without_delivering_again(
     config = make_hub_config(ListenAddress("127.0.0.1", 1), {"alpha": destination.url("/a")})
     recent = RecentIds(10)
     envelope = pb.WebhookEnvelope(id="w1", endpoint_id="alpha", payload=b"once", attempt=1)
-    async with httpx.AsyncClient() as client:
+    with DeliveryClient(max_idle=4) as client:
         for attempt in (1, 2):  # the same envelope on two connections
             stream = _FakeEdgeStream()
             session = HubSession(stream, config.hub, config.destinations, client, recent,
@@ -246,11 +254,36 @@ async def test_duplicate_after_reconnect_is_re_acked_without_delivering_again(
     assert destination.bodies("/a") == [b"once"]
 
 
+async def test_envelopes_received_together_are_each_delivered_in_order(
+    destination: Destination,
+) -> None:
+    from relayd.hub.client import DeliveryClient
+    from relayd.hub.recent import RecentIds
+    from relayd.hub.session import HubSession
+    from relayd.wire import pb
+
+    config = make_hub_config(ListenAddress("127.0.0.1", 1), {"alpha": destination.url("/a")})
+    stream = _FakeEdgeStream()
+    for n in range(5):  # queued before the session reads: one batch
+        await stream.to_hub_send.send(pb.StreamResponse(webhook=pb.WebhookEnvelope(
+            id=f"w{n}", endpoint_id="alpha", payload=b"%d" % n, attempt=1)))
+    with DeliveryClient(max_idle=4) as client:
+        session = HubSession(stream, config.hub, config.destinations, client, RecentIds(10),
+                             trio.CapacityLimiter(4))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.run, trio.Event())
+            with trio.fail_after(5):
+                while len(stream.acks) < 5:
+                    await stream.got_ack.wait()
+            nursery.cancel_scope.cancel()
+    assert [a.webhook_id for a in stream.acks] == ["w0", "w1", "w2", "w3", "w4"]  # type: ignore[attr-defined]
+    assert destination.bodies("/a") == [b"0", b"1", b"2", b"3", b"4"]
+
+
 async def test_hub_session_ends_exactly_stale_timeout_after_the_edge_went_silent(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    import httpx
-
+    from relayd.hub.client import DeliveryClient
     from relayd.hub.recent import RecentIds
     from relayd.hub.session import HubSession
     from relayd.wire import pb
@@ -258,7 +291,7 @@ async def test_hub_session_ends_exactly_stale_timeout_after_the_edge_went_silent
     config = make_hub_config(ListenAddress("127.0.0.1", 1), heartbeat_interval=30,
                              stale_timeout=60)
     stream = _FakeEdgeStream()
-    async with httpx.AsyncClient() as client:
+    with DeliveryClient(max_idle=4) as client:
         session = HubSession(stream, config.hub, {}, client, RecentIds(10),
                              trio.CapacityLimiter(1))
         async with trio.open_nursery() as nursery:

@@ -17,6 +17,7 @@ import trio
 
 from relayd.edge.daemon import Relayd
 from relayd.edge.store import schema
+from relayd.hub.client import DeliveryClient
 from relayd.hub.daemon import RelayHub
 from relayd.hub.delivery import deliver
 from relayd.wire import pb
@@ -111,14 +112,14 @@ async def test_delivery_sends_the_method_and_target_byte_exact(
         id="w1", attempt=1, method="PUT", payload=b"\x00body\xff",
         path="/a%2Fb/c%20d+e|f%7e", query="x=1%202&y&z=a+b%2F&", remote_addr="127.0.0.1",
         headers={"x-sig": "t=1, v1=ab", "x-latin": "caf\u00e9"})
-    async with httpx.AsyncClient() as client:
+    with DeliveryClient(max_idle=1) as client:
         result = await deliver(client, raw_destination.url("/hook/"), envelope, 5)
     assert result.success
     (got,) = raw_destination.received
     assert (got.method, got.target, got.body) == \
         (b"PUT", b"/hook/a%2Fb/c%20d+e|f%7e?x=1%202&y&z=a+b%2F&", b"\x00body\xff")
     # the webhook's headers, the relay's, and the framing of this hop: nothing else
-    # (no Accept, Accept-Encoding or User-Agent of httpx's own)
+    # (no Accept, Accept-Encoding or User-Agent of a client's own)
     assert sorted(got.headers) == sorted([
         (b"Host", str(raw_destination.address).encode()), (b"Connection", b"keep-alive"),
         (b"Content-Length", b"6"), (b"x-sig", b"t=1, v1=ab"), (b"x-latin", b"caf\xe9"),
@@ -130,7 +131,7 @@ async def test_envelope_from_an_older_edge_is_posted_to_the_destination_as_confi
     # no method, path, query or remote_addr: what relayd sent before these fields
     envelope = pb.WebhookEnvelope(id="w1", attempt=1, payload=b"old",
                                   headers={"x-forwarded-for": "203.0.113.9"})
-    async with httpx.AsyncClient() as client:
+    with DeliveryClient(max_idle=1) as client:
         for destination in ("/hook/", "/hook?key=1"):
             result = await deliver(client, raw_destination.url(destination), envelope, 5,
                                    add_forwarded_for=True)

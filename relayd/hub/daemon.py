@@ -18,7 +18,6 @@ import time
 
 import anyio
 import h2.exceptions
-import httpx
 import trio
 from purerpc.grpclib.exceptions import GRPCError
 
@@ -26,6 +25,7 @@ from relayd.common.runner import describe, leaves
 from relayd.common.signing import sign
 from relayd.common.tls import client_context
 from relayd.hub.backoff import Backoff
+from relayd.hub.client import DeliveryClient
 from relayd.hub.config import HubConfig
 from relayd.hub.probe import HANDSHAKE_ERRORS, NOT_RELAYD, not_relayd
 from relayd.hub.recent import RecentIds
@@ -124,12 +124,8 @@ class RelayHub:
         backoff = Backoff(hub.reconnect_initial, hub.reconnect_max)
         limiter = trio.CapacityLimiter(hub.max_concurrent_deliveries)
         tls = self.ssl_context()
-        limits = httpx.Limits(max_connections=hub.max_concurrent_deliveries,
-                              max_keepalive_connections=hub.max_concurrent_deliveries)
-        # The whole-request deadline is a cancel scope in deliver(); this is only a backstop.
-        timeout = httpx.Timeout(hub.delivery_timeout)
-        async with httpx.AsyncClient(limits=limits, timeout=timeout,
-                                     follow_redirects=False) as client:
+        # as many connections as deliveries at once (the limiter), each kept for the next
+        with DeliveryClient(max_idle=hub.max_concurrent_deliveries) as client:
             log.info("relay-hub started hub_id=%s edge=%s endpoints=%s", hub.id, hub.edge_url,
                      list(hub.endpoint_ids) or "all")
             task_status.started()

@@ -2,34 +2,39 @@
 
 The request goes with the method the provider used, to the destination URL extended by
 the path and query the provider sent after ``/h/{endpoint_id}`` (`request_target`), byte
-for byte: the target is handed to httpcore as it is, since httpx would normalise the URL
-(re-encode characters, drop dot segments). An envelope from an older edge has no method,
-path or query: it is POSTed to the destination as configured.
+for byte: the target is sent as it is, not normalised as a URL (no characters
+re-encoded, no dot segments dropped). An envelope from an older edge has no method, path
+or query: it is POSTed to the destination as configured. A destination URL is parsed
+once (`parse_destination`), with httpx's rules, then reused for every webhook to it.
 
 The body goes byte for byte; the original headers go too, except hop-by-hop ones and
 Host (set for the destination), so provider signatures (X-Hub-Signature-256,
-Stripe-Signature, ...) still verify; the headers httpx would add of its own (Accept,
-Accept-Encoding, User-Agent) are left out. ``X-Relay-Webhook-Id`` and ``X-Relay-Attempt``
-are added, and with ``add_forwarded_for`` the sender's address is appended to
-``X-Forwarded-For``. 2xx is success; 408, 429, 5xx except 501, connection errors and
-timeouts are transient; other statuses (405 and 501 too: the destination does not take
-this method, and will not on a retry) are permanent failures.
+Stripe-Signature, ...) still verify. Added: Host, ``Connection: keep-alive``, the
+framing (Content-Length, as httpx set it), ``X-Relay-Webhook-Id`` and
+``X-Relay-Attempt``, and with ``add_forwarded_for`` the sender's address appended to
+``X-Forwarded-For``; nothing else (no Accept or User-Agent of a client's own). 2xx is
+success; 408, 429, 5xx except 501, connection and protocol errors and the deadline are
+transient; other statuses (405 and 501 too: the destination does not take this method,
+and will not on a retry) are permanent failures.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
 import httpx
 import trio
 
+from relayd.hub.client import DeliveryClient, Origin
 from relayd.wire import pb
 
-__all__ = ["DeliveryResult", "classify", "deliver", "forwarded_headers", "request_target"]
+__all__ = ["DeliveryResult", "Destination", "classify", "deliver", "forwarded_headers",
+           "parse_destination", "request_target"]
 
 # Headers that describe one hop, not the webhook (RFC 9110 7.6.1), plus Host and the
-# framing headers httpx recomputes for the new request.
+# framing headers set anew for the request to the destination.
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
     "content-length",
@@ -40,9 +45,10 @@ PERMANENT_SERVER_STATUSES = frozenset({501})
 # What an envelope without a method (from an edge older than the field) was received as.
 DEFAULT_METHOD = "POST"
 FORWARDED_FOR = "x-forwarded-for"
-# Headers httpx puts on every request unless given; a webhook that came without them goes
-# without them. (Its "Connection: keep-alive" describes the hub's own hop: it stays.)
-HTTPX_DEFAULTS = ("accept", "accept-encoding", "user-agent")
+# Methods whose empty body is still announced ("Content-Length: 0"), as httpx did.
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# Destination URLs kept parsed: the configured ones and what the edge names, a handful.
+PARSED_DESTINATIONS = 256
 # Longest error text sent back to the edge.
 MAX_ERROR_CHARS = 200
 
@@ -59,6 +65,32 @@ class DeliveryResult:
         return pb.DeliveryAck(webhook_id=webhook_id, success=self.success,
                               status_code=self.status_code, error_message=self.error,
                               permanent_failure=self.permanent)
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A destination URL parsed for sending: where to connect, and the request's basis."""
+
+    url: httpx.URL
+    origin: Origin
+    host: bytes  # the Host header: the URL's host, and its port unless the default
+    target: bytes  # the URL's path and query, for a webhook with neither
+
+
+@functools.lru_cache(maxsize=PARSED_DESTINATIONS)
+def parse_destination(url: str) -> Destination:
+    """``url`` parsed as httpx does; raises `httpx.InvalidURL` or
+    `httpx.UnsupportedProtocol` (not http or https, or no host)."""
+    parsed = httpx.URL(url)
+    if parsed.scheme and parsed.scheme not in ("http", "https"):  # (httpx's words)
+        raise httpx.UnsupportedProtocol(
+            f"Request URL has an unsupported protocol '{parsed.scheme}://'.")
+    if not parsed.scheme or not parsed.host:
+        raise httpx.UnsupportedProtocol(
+            "Request URL is missing an 'http://' or 'https://' protocol.")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return Destination(parsed, Origin(parsed.scheme, parsed.raw_host.decode("ascii"), port),
+                       parsed.netloc, parsed.raw_path)
 
 
 def forwarded_headers(envelope: pb.WebhookEnvelope, *, add_forwarded_for: bool = False
@@ -114,39 +146,33 @@ def request_target(destination: httpx.URL, path: str, query: str) -> bytes | Non
     return base_path + sub_path + (b"?" + queries if queries or question else b"")
 
 
-async def deliver(client: httpx.AsyncClient, url: str, envelope: pb.WebhookEnvelope,
+async def deliver(client: DeliveryClient, url: str, envelope: pb.WebhookEnvelope,
                   deadline_seconds: float, *, add_forwarded_for: bool = False
                   ) -> DeliveryResult:
     """Send the webhook to ``url`` (see the module docstring) within ``deadline_seconds``
-    (the whole request, body included); never raises for a network or HTTP failure, a
-    URL httpx refuses, or the deadline."""
+    (the whole request, connecting included); never raises for a network or HTTP
+    failure, a URL that cannot be sent to, or the deadline."""
     started = time.monotonic()
-    response = None
+    answer = None
     try:
-        destination = httpx.URL(url)
-        target = request_target(destination, envelope.path, envelope.query)
-        headers = forwarded_headers(envelope, add_forwarded_for=add_forwarded_for)
-        request = client.build_request(
-            envelope.method or DEFAULT_METHOD, destination, content=envelope.payload,
-            headers=headers,
-            # httpcore sends this target instead of the one httpx would normalise
-            extensions={} if target is None else {"target": target})
-        sent = {name.lower() for name, _ in headers}
-        for name in HTTPX_DEFAULTS:
-            if name.encode() not in sent and name in request.headers:
-                del request.headers[name]
+        destination = parse_destination(url)
+        target = request_target(destination.url, envelope.path, envelope.query)
+        method = (envelope.method or DEFAULT_METHOD).upper()
+        headers = [(b"Host", destination.host), (b"Connection", b"keep-alive"),
+                   *forwarded_headers(envelope, add_forwarded_for=add_forwarded_for)]
+        if envelope.payload or method in BODY_METHODS:
+            headers.append((b"Content-Length", b"%d" % len(envelope.payload)))
         with trio.move_on_after(deadline_seconds):
-            response = await client.send(request)
-    except httpx.TimeoutException as exc:
-        return DeliveryResult(False, 0, f"timeout: {type(exc).__name__}", False,
-                              time.monotonic() - started)
+            answer = await client.request(
+                destination.origin, method.encode("ascii"),
+                destination.target if target is None else target, headers, envelope.payload)
     except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
         error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
         return DeliveryResult(False, 0, error, False, time.monotonic() - started)
-    if response is None:
+    if answer is None:
         return DeliveryResult(False, 0, f"timeout after {deadline_seconds:g}s", False,
                               time.monotonic() - started)
-    success, permanent = classify(response.status_code)
-    error = "" if success else f"HTTP {response.status_code} {response.reason_phrase}"
-    return DeliveryResult(success, response.status_code, error[:MAX_ERROR_CHARS], permanent,
+    success, permanent = classify(answer.status)
+    error = "" if success else f"HTTP {answer.status} {answer.reason}"
+    return DeliveryResult(success, answer.status, error[:MAX_ERROR_CHARS], permanent,
                           time.monotonic() - started)

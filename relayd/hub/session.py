@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-import httpx
 import trio
 from trio_util import AsyncValue
 
 from relayd.common.batching import take_batch
 from relayd.common.heartbeat import StaleWatchdog, send_heartbeats
 from relayd.common.tally import Tally
+from relayd.hub.client import DeliveryClient
 from relayd.hub.config import HubSettings
 from relayd.hub.delivery import DeliveryResult, deliver
 from relayd.hub.recent import RecentIds
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 OUTBOUND_BUFFER = 1024
 # Envelopes of one endpoint waiting for their turn; the edge's window bounds this.
 LANE_BUFFER = 1024
+# Most received messages taken (and their flow-control credit returned) at once.
+RECEIVE_BATCH_MAX = 256
 # Counted per endpoint for the summary: deliveries, failures (transient: the edge sends
 # it again; permanent), and redeliveries re-acked without delivering (duplicate).
 HUB_EVENTS = ("delivered", "failed_transient", "failed_permanent", "duplicate")
@@ -47,7 +49,7 @@ class HubSession:
     """Serves one authenticated stream until the edge ends it, it goes stale, or a stop."""
 
     def __init__(self, stream: MessageStream[pb.StreamResponse], settings: HubSettings,
-                 destinations: Mapping[str, str], client: httpx.AsyncClient, recent: RecentIds,
+                 destinations: Mapping[str, str], client: DeliveryClient, recent: RecentIds,
                  limiter: trio.CapacityLimiter) -> None:
         self._stream = stream
         self._settings = settings
@@ -81,17 +83,19 @@ class HubSession:
 
     async def _receiver(self) -> None:
         while True:
-            message = await self._stream.receive_message()
-            if message is None:
+            messages, ended = await self._stream.receive_messages(RECEIVE_BATCH_MAX)
+            if messages:
+                self._watchdog.touch()
+            for message in messages:
+                if message.HasField("webhook"):
+                    await self._accept(message.webhook)
+            if ended:
                 event = self._stream.end_stream_event
                 status = getattr(event, "status", None)
                 self.end_reason = self.end_reason or (
                     f"edge ended the stream: {status.status_message or status.status_code.name}"
                     if status is not None else "edge ended the stream")
                 return
-            self._watchdog.touch()
-            if message.WhichOneof("message") == "webhook":
-                await self._accept(message.webhook)
 
     async def _accept(self, envelope: pb.WebhookEnvelope) -> None:
         if not self._accepting:
