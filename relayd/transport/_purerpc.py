@@ -3,9 +3,16 @@
 purerpc 0.8.0 is in maintenance mode and its public surface is too thin for relayd (see
 shared/notes/stack.md), so the transport reaches into it here and nowhere else:
 
-- `ServerSocket._listen` replaces ``purerpc.grpc_socket.GRPCSocket._listen`` (the
-  server's receive loop): the same logic, but a whole ``recv()`` worth of events is queued without
-  a checkpoint per event;
+- `_Socket._listen` (both `ServerSocket` and `ClientSocket`) replaces
+  ``purerpc.grpc_socket.GRPCSocket._listen`` (the receive loop): the same logic, but a whole
+  ``recv()`` worth of events is queued without a checkpoint per event, and flushed once;
+- `_Writer` replaces ``SocketWrapper.flush`` and ``SocketWrapper._writer_thread``: ``flush``
+  wakes the writer only when h2 has something to send. It relies on
+  ``SocketWrapper.__init__`` (``_stream``, ``_grpc_connection``, ``_running``,
+  ``_flush_event``), on ``SocketWrapper.__aenter__`` (starts ``_writer_thread``; its exit
+  callback clears ``_running`` and sets ``_flush_event``), and on ``GRPCSocket.__init__`` /
+  ``__aenter__`` (``_socket`` is the wrapper, built in ``__init__``, entered in ``__aenter__``),
+  so `_Socket.__init__` can swap in a `_Writer` before anything uses it;
 - `ClientSocket._reader_thread` extends ``GRPCSocket._reader_thread``: when the connection
   ends it closes every stream's event channel, so a waiting reader raises instead of
   hanging (purerpc never tells its streams);
@@ -15,7 +22,7 @@ shared/notes/stack.md), so the transport reaches into it here and nowhere else:
   over every queued event, using
   ``stream._incoming_events``, ``stream._incoming_message_type``,
   ``stream._start_stream_event`` / ``_end_stream_event`` and the connection's flow control;
-- `ServerSocket._listen` also uses ``_socket``, ``_grpc_connection``, ``_streams``,
+- `_Socket._listen` also uses ``_socket``, ``_grpc_connection``, ``_streams``,
   ``_allocate_stream``, ``_receive_buffer_size``, ``stream._set_flow_control_update`` and
   ``stream._close_remote``;
 - `close_stream` looks at the stream's h2 state through ``stream._grpc_connection``;
@@ -31,10 +38,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 import anyio
+import anyio.abc
 import h2.exceptions
+import trio
 from google.protobuf.message import Message
 from purerpc.grpc_proto import GRPCProtoSocket, GRPCProtoStream
+from purerpc.grpc_socket import SocketWrapper
 from purerpc.grpclib.buffers import MessageWriteBuffer
+from purerpc.grpclib.config import GRPCConfiguration
+from purerpc.grpclib.connection import GRPCConnection
 from purerpc.grpclib.events import (
     MessageReceived,
     RequestEnded,
@@ -62,6 +74,18 @@ PURERPC_VERSION = "0.8.0"
 REPLACED_SOURCE_SHA256 = {
     "purerpc.grpc_socket.GRPCSocket._listen":
         "0baaac3545b6ad4f8eaeb2001e6f7eb90234ce258ecd6059fe8dd60266e0f221",
+    "purerpc.grpc_socket.SocketWrapper.__init__":
+        "63a03b48e26fc38ae0bf8354270aba62fd6e9d6b46bf69f2b2c0c87cd73f5856",
+    "purerpc.grpc_socket.SocketWrapper.__aenter__":
+        "3f0cd9cf6b24bb27b115eba2daa3bbe2c2a2674bdce0bc95b1191bfd6bcaac6f",
+    "purerpc.grpc_socket.SocketWrapper._writer_thread":
+        "39290fa9988253d6cd9eee2928c0cfb2da358bdeb76795d62fd263f33aff14c7",
+    "purerpc.grpc_socket.SocketWrapper.flush":
+        "e0340e1031f063196ed14a775ad2dd01cb329c38df0d53f831e1a316c002a430",
+    "purerpc.grpc_socket.GRPCSocket.__init__":
+        "4f0853b07745a906fdd8fa73ec7e2e73c47f032e46194240ccc86eeee0b72b7b",
+    "purerpc.grpc_socket.GRPCSocket.__aenter__":
+        "ef69b272a184b9fbe2d2f5c69b73346b54a3df5fc51fcf187d9c76216635c8ca",
     "purerpc.grpc_socket.GRPCSocket._reader_thread":
         "0337e27f49d7835f1f60b4711b4dff70db5344bf6a2c1becf295ffaca51392a1",
     "purerpc.grpc_socket.GRPCStream._send":
@@ -77,18 +101,60 @@ REPLACED_SOURCE_SHA256 = {
 MAX_OUTBOUND_MESSAGE = 32 * 1024 * 1024
 
 
-class ServerSocket(GRPCProtoSocket):
-    """purerpc's server-side connection, with a cheaper receive loop.
+class _Writer(SocketWrapper):
+    """purerpc's socket writer, woken only when there is something to write.
+
+    purerpc's ``SocketWrapper.flush`` wakes its writer task on every call, and its streams
+    flush after everything, including returning flow-control credit that h2 usually turns
+    into no frame at all: a scheduler round (and an anyio Event) for nothing, several per
+    message. Here ``flush`` takes what h2 has to send at once and wakes the writer only if
+    that is something; the writer sends what was taken, in order.
+    """
+
+    def __init__(self, grpc_connection: GRPCConnection, stream: anyio.abc.ByteStream) -> None:
+        super().__init__(grpc_connection, stream)
+        self._pending: list[bytes] = []
+        # set by `flush` when it queued data, and (with ``_running`` False) by purerpc's
+        # exit callback in ``SocketWrapper.__aenter__``
+        self._flush_event = trio.Event()
+
+    async def _writer_thread(self) -> None:
+        while True:
+            if self._pending:
+                self._flush_event = trio.Event()
+                data = b"".join(self._pending)
+                self._pending.clear()
+                await self._stream.send(data)
+            elif self._running:
+                await self._flush_event.wait()
+            else:
+                return
+
+    async def flush(self) -> None:
+        data = self._grpc_connection.data_to_send()
+        if data:
+            self._pending.append(data)
+            self._flush_event.set()
+
+
+class _Socket(GRPCProtoSocket):
+    """purerpc's connection with relayd's receive loop and writer (both sides).
 
     purerpc's ``_listen`` awaits a checkpoint for every HTTP/2 event it hands to a
-    stream, so a burst of acks from the hub is processed one scheduler round each. The
+    stream, so a burst of messages is processed one scheduler round each. The
     streams' event channels are unbounded, so ``send_nowait`` is equivalent without the
-    round trip: a whole ``recv()`` worth of events is queued at once and the stream
-    handler takes them as a batch (`receive_messages`).
+    round trip: a whole ``recv()`` worth of events is queued at once and the stream's
+    reader takes them as a batch (`receive_messages`). What h2 has to send in answer
+    (SETTINGS and PING acks, WINDOW_UPDATEs) is flushed once per ``recv()``.
 
     Events for a stream no longer in the table (`forget_stream`: its handler is done) are
     dropped, their flow-control credit returned so the connection's other streams go on.
     """
+
+    def __init__(self, config: GRPCConfiguration, sock: anyio.abc.ByteStream) -> None:
+        super().__init__(config, sock)
+        # replaces the SocketWrapper purerpc made (before anything entered it)
+        self._socket = _Writer(self._grpc_connection, sock)
 
     async def _listen(self) -> AsyncIterator[GRPCProtoStream]:
         while True:
@@ -97,7 +163,7 @@ class ServerSocket(GRPCProtoSocket):
             except (anyio.EndOfStream, anyio.BrokenResourceError):
                 return
             events = self._grpc_connection.receive_data(data)
-            await self._socket.flush()
+            new_streams: list[GRPCProtoStream] = []
             for event in events:
                 if isinstance(event, WindowUpdated):
                     targets = (self._streams.values() if event.stream_id == 0
@@ -116,12 +182,19 @@ class ServerSocket(GRPCProtoSocket):
                     continue
                 stream._incoming_events[0].send_nowait(event)
                 if isinstance(event, RequestReceived):
-                    yield stream
+                    new_streams.append(stream)
                 elif isinstance(event, RequestEnded | ResponseEnded):
                     stream._close_remote()
+            await self._socket.flush()
+            for stream in new_streams:
+                yield stream
 
 
-class ClientSocket(GRPCProtoSocket):
+class ServerSocket(_Socket):
+    """purerpc's server-side connection, with relayd's receive loop and writer."""
+
+
+class ClientSocket(_Socket):
     """purerpc's client-side connection; its streams learn when the connection ends."""
 
     async def _reader_thread(self) -> None:
