@@ -23,7 +23,7 @@ import anyio
 import anyio.abc
 import trio
 from purerpc.grpc_proto import GRPCProtoStream
-from purerpc.grpc_socket import GRPCSocket
+from purerpc.grpc_socket import GRPCSocket, SocketWrapper
 from purerpc.grpclib.config import GRPCConfiguration
 from purerpc.grpclib.status import Status, StatusCode
 
@@ -51,7 +51,9 @@ STREAM_ATTRIBUTES = ("_grpc_connection", "_grpc_socket", "_socket", "_incoming_e
 # h2 connection, whose per-stream state `close_stream` reads).
 CONNECTION_ATTRIBUTES = ("config", "receive_data", "flow_control_window", "send_data",
                          "acknowledge_received_data", "h2_connection")
-SOCKET_WRAPPER_ATTRIBUTES = ("recv", "flush")
+# purerpc's SocketWrapper, which `_purerpc._Writer` extends (its writer and flush replaced).
+SOCKET_WRAPPER_ATTRIBUTES = ("recv", "flush", "_writer_thread", "_stream", "_grpc_connection",
+                             "_running", "_flush_event")
 
 
 def _source_sha256(qualified_name: str) -> str | None:
@@ -89,15 +91,17 @@ def test_the_purerpc_functions_relayd_replaces_are_unchanged() -> None:
 
 
 def test_purerpc_still_calls_the_methods_relayd_overrides() -> None:
-    # ServerSocket._listen and ClientSocket._reader_thread only take effect if purerpc still
-    # reaches them through these two entry points.
+    # relayd's overrides only take effect if purerpc still reaches them through these.
     glue = {"GRPCSocket.listen": (GRPCSocket.listen, "self._listen()"),
-            "GRPCSocket.__aenter__": (GRPCSocket.__aenter__, "self._reader_thread")}
+            "GRPCSocket.__aenter__": (GRPCSocket.__aenter__, "self._reader_thread"),
+            "GRPCSocket._stream_ctor": (GRPCSocket._stream_ctor, "self.StreamClass("),
+            "SocketWrapper.__aenter__": (SocketWrapper.__aenter__, "self._writer_thread")}
     lost = [name for name, (function, call) in glue.items()
             if call not in inspect.getsource(function)]
     assert not lost, (
         f"purerpc's {', '.join(lost)} no longer call(s) what {MODULE} overrides "
-        f"(ServerSocket._listen, ClientSocket._reader_thread). {UPGRADE_STEPS}"
+        f"(_Socket._listen, ClientSocket._reader_thread, _Socket.StreamClass, "
+        f"_Writer._writer_thread). {UPGRADE_STEPS}"
     )
 
 

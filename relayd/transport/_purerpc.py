@@ -13,6 +13,9 @@ shared/notes/stack.md), so the transport reaches into it here and nowhere else:
   callback clears ``_running`` and sets ``_flush_event``), and on ``GRPCSocket.__init__`` /
   ``__aenter__`` (``_socket`` is the wrapper, built in ``__init__``, entered in ``__aenter__``),
   so `_Socket.__init__` can swap in a `_Writer` before anything uses it;
+- `_Stream` (the ``StreamClass`` of both sockets, built by ``GRPCSocket._stream_ctor``)
+  replaces the anyio memory stream ``GRPCStream.__init__`` makes (``_incoming_events``)
+  with an `_EventQueue`, which ``GRPCStream._receive`` and this module read;
 - `ClientSocket._reader_thread` extends ``GRPCSocket._reader_thread``: when the connection
   ends it closes every stream's event channel, so a waiting reader raises instead of
   hanging (purerpc never tells its streams);
@@ -35,6 +38,7 @@ is a conscious act: re-read the functions named above, adapt, then update the ha
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 
 import anyio
@@ -86,6 +90,10 @@ REPLACED_SOURCE_SHA256 = {
         "4f0853b07745a906fdd8fa73ec7e2e73c47f032e46194240ccc86eeee0b72b7b",
     "purerpc.grpc_socket.GRPCSocket.__aenter__":
         "ef69b272a184b9fbe2d2f5c69b73346b54a3df5fc51fcf187d9c76216635c8ca",
+    "purerpc.grpc_socket.GRPCSocket._stream_ctor":
+        "615676568f824f56ca053d9eaf9120c590ed38fb7899c98a701209f2e1bce39d",
+    "purerpc.grpc_socket.GRPCStream.__init__":
+        "666cad525c8c5ff88b843611a76f7e39793dbb5aa358bb6075aa81446744f9dc",
     "purerpc.grpc_socket.GRPCSocket._reader_thread":
         "0337e27f49d7835f1f60b4711b4dff70db5344bf6a2c1becf295ffaca51392a1",
     "purerpc.grpc_socket.GRPCStream._send":
@@ -137,6 +145,72 @@ class _Writer(SocketWrapper):
             self._flush_event.set()
 
 
+class _EventQueue:
+    """A stream's incoming HTTP/2 events, on trio directly.
+
+    Stands in for both ends of the unbounded anyio memory stream purerpc gives each stream
+    (``_incoming_events``), with the same behaviour for what purerpc and this module call:
+    ``send_nowait``, ``close`` (the sending side: the reader gets what is queued, then
+    `anyio.EndOfStream`), ``receive_nowait`` (`anyio.WouldBlock` when empty) and
+    ``receive``. anyio's ``receive`` takes a checkpoint, then, when nothing is queued,
+    builds an Event and a typed receiver object and waits: two scheduler rounds and a
+    few allocations per message when messages come one at a time. Here ``receive`` is one
+    scheduler round: a wait when empty, a checkpoint otherwise.
+    """
+
+    def __init__(self) -> None:
+        self._items: deque[object] = deque()
+        self._closed = False
+        self._arrived: trio.Event | None = None  # set when an item arrives or on close
+
+    def send_nowait(self, item: object) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        self._items.append(item)
+        self._wake()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._arrived is not None:
+            self._arrived.set()
+            self._arrived = None
+
+    def receive_nowait(self) -> object:
+        if self._items:
+            return self._items.popleft()
+        if self._closed:
+            raise anyio.EndOfStream
+        raise anyio.WouldBlock
+
+    async def receive(self) -> object:
+        if self._items or self._closed:
+            await trio.lowlevel.checkpoint()
+        while True:
+            try:
+                return self.receive_nowait()
+            except anyio.WouldBlock:
+                if self._arrived is None:
+                    self._arrived = trio.Event()
+                await self._arrived.wait()
+
+
+class _Stream(GRPCProtoStream):
+    """purerpc's stream, with its incoming events in an `_EventQueue`."""
+
+    _incoming_events: tuple[_EventQueue, _EventQueue]  # (send, receive) ends, as purerpc's
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        # purerpc's anyio memory stream, unused: closed so the GC does not warn about it
+        for end in self._incoming_events:
+            end.close()
+        queue = _EventQueue()
+        self._incoming_events = (queue, queue)
+
+
 class _Socket(GRPCProtoSocket):
     """purerpc's connection with relayd's receive loop and writer (both sides).
 
@@ -150,6 +224,8 @@ class _Socket(GRPCProtoSocket):
     Events for a stream no longer in the table (`forget_stream`: its handler is done) are
     dropped, their flow-control credit returned so the connection's other streams go on.
     """
+
+    StreamClass = _Stream
 
     def __init__(self, config: GRPCConfiguration, sock: anyio.abc.ByteStream) -> None:
         super().__init__(config, sock)
