@@ -53,6 +53,14 @@ __all__ = ["Store", "retry_policy"]
 FINAL_OUTCOMES = frozenset({"delivered", "failed", "dead_letter"})
 
 
+# The columns of a new webhook's row (the keys of `_row`), in the INSERT's order.
+WEBHOOK_COLUMNS = ("id", "endpoint_id", "method", "headers", "body", "received_at", "status",
+                   "attempts", "next_attempt_at", "updated_at", "envelope_head", "path",
+                   "query", "remote_addr", "replay_of")
+INSERT_WEBHOOK = (f"INSERT INTO webhooks ({', '.join(WEBHOOK_COLUMNS)}) "
+                  f"VALUES ({', '.join('?' * len(WEBHOOK_COLUMNS))})")
+
+
 def retry_policy(relay: RelayConfig) -> RetryPolicy:
     """The retry policy ``relay`` configures (defaults: `RelayConfig`'s)."""
     return RetryPolicy(relay.retry_initial, relay.retry_max, relay.max_age)
@@ -122,7 +130,10 @@ class Store:
         def insert() -> int | None:
             db = self._write_db
             with db.atomic():
-                db.table("webhooks").insert_all(rows, batch_size=len(rows) or 1)
+                # one prepared statement for every row: sqlite-utils' insert_all builds
+                # the SQL and converts each value in Python, which the ingest hot path
+                # (and the GIL the event loop needs meanwhile) cannot afford
+                db.conn.executemany(INSERT_WEBHOOK, [_values(row) for row in rows])
                 return _first_seq(db.conn, rows)
 
         async with self._write_lock:
@@ -235,7 +246,7 @@ class Store:
                 copy = requeue.replay_source(db.conn, webhook_id, new_id, now)
                 if copy is None:
                     return None
-                db.table("webhooks").insert(_row(copy))
+                db.conn.execute(INSERT_WEBHOOK, _values(_row(copy)))
                 return queries.webhook_info(db.conn, new_id)
 
         async with self._write_lock:
@@ -363,6 +374,13 @@ def _stored(seq: int, row: Mapping[str, Any]) -> StoredWebhook:
                          row["body"], row["received_at"], row["attempts"],
                          row["next_attempt_at"], row["envelope_head"], row["path"],
                          row["query"], row["remote_addr"])
+
+
+def _values(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """``row``'s values in `INSERT_WEBHOOK`'s order."""
+    if len(row) != len(WEBHOOK_COLUMNS):
+        raise ValueError(f"a webhook row has the columns {WEBHOOK_COLUMNS}, got {tuple(row)}")
+    return tuple(row[column] for column in WEBHOOK_COLUMNS)
 
 
 def _row(w: NewWebhook) -> dict[str, Any]:
