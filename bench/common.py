@@ -139,3 +139,16 @@ async def fill_pending(db: Path, endpoints: Sequence[str], count: int,
 def percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def wait_port(port: int, within: float = 30) -> None:
+    """Wait until something accepts connections on ``127.0.0.1:port``."""
+    with trio.fail_after(within):
+        while True:
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", port)
+            except OSError:
+                await trio.sleep(0.02)
+                continue
+            await stream.aclose()
+            return

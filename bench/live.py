@@ -49,6 +49,7 @@ from bench.common import (
     start,
     start_relayd,
     stop,
+    wait_port,
     wait_status,
     write_edge_config,
 )
@@ -105,17 +106,6 @@ class LiveResult:
 def _ms(ns: float) -> float:
     return ns / 1e6
 
-
-async def _wait_port(port: int) -> None:
-    with trio.fail_after(30):
-        while True:
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-            except OSError:
-                await trio.sleep(0.02)
-                continue
-            await stream.aclose()
-            return
 
 
 def _accepted_count(load: dict[str, Any]) -> int:
@@ -213,7 +203,7 @@ async def open_target(folder: Path, target: str, *,
     helpers = {"destination": destination}
     admin_port = None
     try:
-        await _wait_port(dest_port)
+        await wait_port(dest_port)
         if target == "direct":
             port, path = dest_port, f"/{ENDPOINT}"
         else:

@@ -48,6 +48,7 @@ from bench.common import (
     start,
     start_relayd,
     stop,
+    wait_port,
     wait_status,
     write_edge_config,
 )
@@ -125,7 +126,7 @@ class Bench:
         port, out = free_port(), folder / "result.json"
         server = await start([PY, str(BENCH / "ceiling.py"), "--port", str(port), "--count",
                               str(self.sizes.ceiling), "--out", str(out)], folder / "log")
-        await _wait_port(port)
+        await wait_port(port)
         client = await start([PY, str(BENCH / "benchhub.py"), "--port", str(port)],
                              folder / "log")
         try:
@@ -248,7 +249,7 @@ class Bench:
                              "--target", str(config_ports["grpc"]), "--delay", "0.025"],
                             folder / "proxy.log")
         self._helpers.append(proxy)
-        await _wait_port(port)
+        await wait_port(port)
         return port
 
     async def scenario_wan(self) -> None:
@@ -271,7 +272,7 @@ class Bench:
         dest_port = free_port()
         destination = await start([PY, str(BENCH / "asgi_apps.py"), "destination", "--port",
                                    str(dest_port)], folder / "destination.log")
-        await _wait_port(dest_port)
+        await wait_port(dest_port)
         config = write_edge_config(folder, ["full"],
                                    destination=f"http://127.0.0.1:{dest_port}")
         await fill_pending(folder / "relayd.db", ["full"], n)
@@ -338,7 +339,7 @@ class Bench:
         hello = await start([PY, str(BENCH / "asgi_apps.py"), "hello", "--port",
                              str(hello_port)], folder / "hello.log")
         try:
-            await _wait_port(hello_port)
+            await wait_port(hello_port)
             hello_rate, _, _ = await self.wrk(f"http://127.0.0.1:{hello_port}/h/in", folder)
         finally:
             await stop(hello)
@@ -481,17 +482,6 @@ async def _wait_file(path: Path, *, within: float) -> str:
             await trio.sleep(0.05)
     return await apath.read_text()
 
-
-async def _wait_port(port: int) -> None:
-    with trio.fail_after(30):
-        while True:
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-            except OSError:
-                await trio.sleep(0.02)
-                continue
-            await stream.aclose()
-            return
 
 
 SCENARIOS = {
